@@ -1,0 +1,31 @@
+# distribution: the two commands of the README are `make run` and `make test`.
+CARGO ?= cargo
+DEMO := target/release/distribution-demo
+
+.PHONY: all build run test lint fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release -p distribution-examples --bin distribution-demo
+
+## run: a master (registry :3000, gateway :3001) and 3 nodes on 127.0.0.1; Ctrl-C stops them all.
+run: build
+	./examples/run-local.sh $(DEMO)
+
+## test: every test of the workspace (unit, integration over TCP, process-level), then lint.
+test: lint
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+
+-include docker/docker.mk

@@ -1,0 +1,487 @@
+#!/usr/bin/env bash
+# e2e.sh: end-to-end test of the docker-compose demo on the real Docker engine (`make docker-e2e`).
+#
+# Runs its own compose project (E2E_PROJECT, default "distdemo-e2e") on its own subnet and on free
+# loopback ports, so it never collides with a running `make demo-up`. Steps, in order; the first
+# failing step stops the run, its name is printed, and everything is torn down (trap on EXIT):
+#
+#   1 up              master + 3 nodes started
+#   2 wait-3          the master lists 3 nodes (bounded wait)
+#   3 sum-parallel    50 parallel /sum requests, every answer checked, >= 2 distinct nodes served
+#   4 palindrom       /palindrom?n=10000000 counts 6536
+#   5 scale-5         scale to 5: all 5 listed within 10 s
+#   6 scale-1         scale to 1 while requests run: no request fails
+#   7 kill-node       back to 3, `docker kill` (SIGKILL) one while requests run: evicted within
+#                     TTL + 2 s, no request fails
+#   8 restart-master  `docker restart` the master: all running nodes listed again within 5 s
+#   9 partition       `docker network disconnect` a node: evicted within TTL + 2 s;
+#                     `docker network connect`: listed again
+#
+# Needs: docker, docker-compose v1 or `docker compose` v2, python3 (HTTP and parallelism), and the
+# image (DIST_IMAGE, default distribution-demo:latest; `make docker` builds it).
+# HTTP goes only to the 127.0.0.1 ports published by this project's master. Every request loop is
+# bounded in count and in time.
+set -uo pipefail
+export LC_ALL=C
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+COMPOSE_FILE="$HERE/docker-compose.yml"
+PROJECT=${E2E_PROJECT:-distdemo-e2e}
+export DIST_IMAGE=${DIST_IMAGE:-distribution-demo:latest}
+export DIST_TTL_MS=${E2E_TTL_MS:-3000}
+export DIST_HEARTBEAT_MS=${E2E_HEARTBEAT_MS:-1000}
+# A little work per /sum call, so that calls are in flight when nodes are stopped.
+export DIST_SUM_DELAY_MS=${E2E_SUM_DELAY_MS:-50}
+export RUST_LOG=${E2E_RUST_LOG:-info}
+EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
+STEP_NAMES=(up wait-3 sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
+HELPER="$WORK/e2e_helper.py"
+PASSED=0
+FAILED=0
+FAILED_STEP=""
+CURRENT_STEP=""
+LOAD_PID=""
+STARTED=0
+
+log() { printf '%s\n' "$*"; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+py() { python3 "$HELPER" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# Compose: `docker compose` (v2) if present, else `docker-compose` (v1); COMPOSE overrides.
+if [[ -n "${COMPOSE:-}" ]]; then
+    read -r -a COMPOSE_CMD <<<"$COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+    COMPOSE_CMD=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE_CMD=(docker-compose)
+else
+    log "docker-e2e: neither 'docker compose' nor 'docker-compose' is installed" >&2
+    exit 1
+fi
+
+compose() {
+    "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@" 2>&1 | sed 's/^/    | /'
+}
+
+# Containers of this project only (compose labels, same in v1 and v2).
+containers() { # service [extra docker ps args...]
+    local service=$1
+    shift
+    docker ps -q --filter "label=com.docker.compose.project=$PROJECT" \
+        --filter "label=com.docker.compose.service=$service" "$@"
+}
+running_nodes() { containers node --filter status=running; }
+master_id() { containers master -a | head -n 1; }
+project_network() {
+    docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" | head -n 1
+}
+container_ip() { # container -> its address on the project network
+    docker inspect -f "{{with index .NetworkSettings.Networks \"$NETWORK_NAME\"}}{{.IPAddress}}{{end}}" "$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+# HTTP side, in Python: registry polling, parallel /sum, bounded request loops.
+cat >"$HELPER" <<'PYEOF'
+import ipaddress, json, os, random, socket, sys, threading, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+
+def get(url, json_accept=True, timeout=5.0):
+    headers = {"Accept": "application/json"} if json_accept else {}
+    req = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, resp.read().decode("utf-8", "replace")
+
+
+def nodes(reg):
+    status, body = get(reg + "/v1/nodes", timeout=2.0)
+    if status != 200:
+        raise RuntimeError(f"GET /v1/nodes: HTTP {status}")
+    return json.loads(body)["nodes"]
+
+
+def show(ns):
+    return ", ".join(f"{n.get('addr')}({n.get('state')})" for n in ns) or "none"
+
+
+def ip_of(node):
+    return str(node.get("addr", "")).rsplit(":", 1)[0]
+
+
+def wait_for(reg, cond, timeout, since, what):
+    """Poll the registry until cond(nodes) holds; deadline and elapsed count from `since`."""
+    deadline = since + timeout
+    last, err = [], None
+    while True:
+        try:
+            last, err = nodes(reg), None
+            if cond(last):
+                print(f"    {what}: after {time.time() - since:.1f}s (bound {timeout:g}s): {show(last)}")
+                return 0
+        except Exception as e:  # master restarting, connection refused, ...
+            err = e
+        if time.time() >= deadline:
+            print(f"    {what}: NOT within {timeout:g}s; last list: {show(last)}" + (f"; last error: {err}" if err else ""))
+            return 1
+        time.sleep(0.1)
+
+
+def check_sum(gw, timeout=10.0):
+    """One /sum call with known values, JSON. Returns (node id, addr) or raises."""
+    values = [random.randint(0, 1000) for _ in range(random.randint(1, 5))]
+    url = gw + "/sum?values=" + ",".join(map(str, values))
+    status, body = get(url, timeout=timeout)
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body[:200]}")
+    doc = json.loads(body)
+    if int(doc["result"]) != sum(values):
+        raise RuntimeError(f"{values}: got {doc['result']}, want {sum(values)}")
+    node = doc.get("node") or {}
+    return str(node.get("id")), str(node.get("addr"))
+
+
+def cmd_free_ports(count):
+    socks = [socket.socket() for _ in range(int(count))]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+    for s in socks:
+        s.close()
+
+
+def cmd_free_net():
+    """First 172.29.X.0/24 (X from 90) that overlaps no existing Docker network (subnets on stdin)."""
+    used = []
+    for word in sys.stdin.read().split():
+        try:
+            used.append(ipaddress.ip_network(word, strict=False))
+        except ValueError:
+            pass
+    for x in list(range(90, 256)) + list(range(0, 90)):
+        net = ipaddress.ip_network(f"172.29.{x}.0/24")
+        if not any(net.version == u.version and net.overlaps(u) for u in used):
+            print(f"172.29.{x}")
+            return 0
+    print("no free 172.29.X.0/24", file=sys.stderr)
+    return 1
+
+
+def cmd_wait_health(reg, timeout):
+    deadline = time.time() + float(timeout)
+    while time.time() < deadline:
+        try:
+            if get(reg + "/health", json_accept=False, timeout=1.0)[0] == 200:
+                return 0
+        except Exception:
+            pass
+        time.sleep(0.1)
+    print(f"    {reg}/health did not answer 200 within {timeout}s")
+    return 1
+
+
+def cmd_wait_count(reg, n, timeout, since):
+    n = int(n)
+    return wait_for(reg, lambda ns: len(ns) == n and all(x.get("state") == "up" for x in ns),
+                    float(timeout), float(since), f"{n} node(s) listed, all up")
+
+
+def cmd_wait_gone(reg, ip, timeout, since):
+    return wait_for(reg, lambda ns: all(ip_of(x) != ip for x in ns),
+                    float(timeout), float(since), f"node {ip} evicted")
+
+
+def cmd_wait_present(reg, ip, timeout, since):
+    return wait_for(reg, lambda ns: any(ip_of(x) == ip and x.get("state") == "up" for x in ns),
+                    float(timeout), float(since), f"node {ip} listed")
+
+
+def cmd_sum_parallel(gw, count):
+    count = int(count)
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(check_sum, gw) for _ in range(count)]
+    ok, errors, served = 0, [], {}
+    for f in futures:
+        try:
+            node = f.result()
+            ok += 1
+            served[node] = served.get(node, 0) + 1
+        except Exception as e:
+            errors.append(repr(e))
+    print(f"    {ok}/{count} correct; served by {len(served)} node(s): "
+          + ", ".join(f"{i} ({a}) x{c}" for (i, a), c in sorted(served.items())))
+    for e in errors[:5]:
+        print(f"    error: {e}")
+    # The plain-text form as well, with the contract's example.
+    status, body = get(gw + "/sum?values=2,4,6", json_accept=False)
+    text_ok = status == 200 and "12" in body
+    print(f"    text: /sum?values=2,4,6 -> HTTP {status} {body.strip()[:120]!r}")
+    if errors or not text_ok:
+        return 1
+    if len(served) < 2:
+        print("    fewer than 2 distinct nodes served")
+        return 1
+    return 0
+
+
+def cmd_palindrom(gw, n, expected):
+    t0 = time.time()
+    status, body = get(f"{gw}/palindrom?n={n}", timeout=120.0)
+    if status != 200:
+        print(f"    HTTP {status}: {body[:200]}")
+        return 1
+    doc = json.loads(body)
+    print(f"    n={n}: count {doc.get('count')} in {time.time() - t0:.2f}s over "
+          f"{len(doc.get('nodes') or [])} node(s) (want {expected})")
+    return 0 if int(doc.get("count")) == int(expected) else 1
+
+
+def cmd_load(gw, stop_file, max_requests, max_seconds, workers):
+    """Bounded request loop: ends at the stop file, max_requests or max_seconds, first of the three."""
+    max_requests, max_seconds, workers = int(max_requests), float(max_seconds), int(workers)
+    deadline = time.time() + max_seconds
+    lock = threading.Lock()
+    st = {"sent": 0, "ok": 0, "failed": 0, "errors": [], "served": {}, "slowest_s": 0.0}
+
+    def worker():
+        while time.time() < deadline and not os.path.exists(stop_file):
+            with lock:
+                if st["sent"] >= max_requests:
+                    return
+                st["sent"] += 1
+            t0 = time.time()
+            try:
+                node = check_sum(gw, timeout=10.0)
+                with lock:
+                    st["ok"] += 1
+                    key = f"{node[0]} ({node[1]})"
+                    st["served"][key] = st["served"].get(key, 0) + 1
+            except Exception as e:
+                with lock:
+                    st["failed"] += 1
+                    if len(st["errors"]) < 10:
+                        st["errors"].append(f"{time.strftime('%H:%M:%S')} {e!r}")
+            with lock:
+                st["slowest_s"] = max(st["slowest_s"], time.time() - t0)
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(json.dumps(st))
+
+
+def cmd_load_report(path, strict):
+    with open(path) as f:
+        st = json.load(f)
+    print(f"    requests during the step: {st['ok']} ok, {st['failed']} failed "
+          f"(slowest {st['slowest_s']:.2f}s); served by: "
+          + ", ".join(f"{k} x{v}" for k, v in sorted(st["served"].items())))
+    for e in st["errors"]:
+        print(f"    failed request: {e}")
+    if strict == "strict" and (st["failed"] > 0 or st["ok"] == 0):
+        return 1
+    return 0
+
+
+COMMANDS = {
+    "free-ports": cmd_free_ports, "free-net": cmd_free_net, "wait-health": cmd_wait_health,
+    "wait-count": cmd_wait_count, "wait-gone": cmd_wait_gone, "wait-present": cmd_wait_present,
+    "sum-parallel": cmd_sum_parallel, "palindrom": cmd_palindrom, "load": cmd_load,
+    "load-report": cmd_load_report,
+}
+
+if __name__ == "__main__":
+    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]) or 0)
+PYEOF
+
+# ---------------------------------------------------------------------------------------------
+# Bounded background request loop, and its report.
+load_start() { # tag
+    rm -f "$WORK/stop"
+    py load "$GATEWAY" "$WORK/stop" "${E2E_LOAD_MAX_REQUESTS:-4000}" "${E2E_LOAD_MAX_SECONDS:-60}" 4 \
+        >"$WORK/load-$1.json" &
+    LOAD_PID=$!
+    sleep 1
+}
+load_stop() { # tag [strict|info]
+    touch "$WORK/stop"
+    wait "$LOAD_PID"
+    LOAD_PID=""
+    py load-report "$WORK/load-$1.json" "${2:-strict}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Steps. Each returns non-zero on failure; its output says why.
+step_up() {
+    compose up -d --scale node=3 || return 1
+    NETWORK_NAME=$(docker network inspect -f '{{.Name}}' "$(project_network)") || return 1
+    py wait-health "$REGISTRY" 20
+}
+
+step_wait_3() {
+    py wait-count "$REGISTRY" 3 30 "$(now)"
+}
+
+step_sum_parallel() {
+    py sum-parallel "$GATEWAY" 50
+}
+
+step_palindrom() {
+    py palindrom "$GATEWAY" 10000000 6536
+}
+
+step_scale_5() {
+    local t0
+    t0=$(now)
+    compose up -d --no-recreate --scale node=5 || return 1
+    py wait-count "$REGISTRY" 5 10 "$t0"
+}
+
+step_scale_1() {
+    local t0 rc=0
+    load_start scale-1
+    t0=$(now)
+    compose up -d --no-recreate --scale node=1 || rc=1
+    log "    compose scaled down to 1 in $(since "$t0")s"
+    py wait-count "$REGISTRY" 1 "$EVICT_BOUND_S" "$t0" || rc=1
+    sleep 1
+    load_stop scale-1 strict || rc=1
+    return "$rc"
+}
+
+step_kill_node() {
+    local t0 victim ip rc=0
+    t0=$(now)
+    compose up -d --no-recreate --scale node=3 || return 1
+    py wait-count "$REGISTRY" 3 10 "$t0" || return 1
+    victim=$(running_nodes | head -n 1)
+    ip=$(container_ip "$victim")
+    [[ -n "$ip" ]] || { log "    no address for node container $victim"; return 1; }
+    load_start kill
+    t0=$(now)
+    docker kill --signal KILL "$victim" >/dev/null || rc=1
+    log "    SIGKILLed node container ${victim:0:12} ($ip)"
+    py wait-gone "$REGISTRY" "$ip" "$EVICT_BOUND_S" "$t0" || rc=1
+    sleep 1
+    load_stop kill strict || rc=1
+    return "$rc"
+}
+
+step_restart_master() {
+    local t0 n
+    n=$(running_nodes | wc -l)
+    t0=$(now)
+    docker restart -t 10 "$(master_id)" >/dev/null || return 1
+    log "    docker restart returned after $(since "$t0")s; expecting the $n running node(s)"
+    py wait-count "$REGISTRY" "$n" 5 "$(now)"
+}
+
+step_partition() {
+    local victim ip new_ip n t0 rc=0
+    n=$(running_nodes | wc -l)
+    victim=$(running_nodes | head -n 1)
+    ip=$(container_ip "$victim")
+    [[ -n "$ip" ]] || { log "    no address for node container $victim"; return 1; }
+    # Requests keep running; failures here are reported, not judged (the issue asks for none).
+    load_start partition
+    t0=$(now)
+    docker network disconnect "$NETWORK_NAME" "$victim" || rc=1
+    log "    disconnected node container ${victim:0:12} ($ip) from $NETWORK_NAME"
+    py wait-gone "$REGISTRY" "$ip" "$EVICT_BOUND_S" "$t0" || rc=1
+    t0=$(now)
+    docker network connect "$NETWORK_NAME" "$victim" || rc=1
+    new_ip=$(container_ip "$victim")
+    log "    reconnected it, now at ${new_ip:-?}"
+    py wait-present "$REGISTRY" "$new_ip" "${E2E_REJOIN_BOUND_S:-15}" "$t0" || rc=1
+    py wait-count "$REGISTRY" "$n" "${E2E_REJOIN_BOUND_S:-15}" "$t0" || rc=1
+    load_stop partition info
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------------------------
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ "$STARTED" != 1 ]]; then # a pre-check failed: nothing was started
+        rm -rf "$WORK"
+        exit "$rc"
+    fi
+    if [[ -n "$LOAD_PID" ]]; then
+        touch "$WORK/stop"
+        kill "$LOAD_PID" 2>/dev/null
+        wait "$LOAD_PID" 2>/dev/null
+    fi
+    if [[ -n "$CURRENT_STEP" && -z "$FAILED_STEP" ]]; then
+        FAILED_STEP=$CURRENT_STEP # interrupted in the middle of a step
+        FAILED=$((FAILED + 1))
+    fi
+    if [[ -n "$FAILED_STEP" ]]; then
+        log "--- state when step '$FAILED_STEP' failed"
+        compose ps
+        compose logs --no-color --tail=30
+    fi
+    log "=== teardown"
+    compose down -v --remove-orphans -t 20
+    rm -rf "$WORK"
+    local skipped=$(( ${#STEP_NAMES[@]} - PASSED - FAILED ))
+    if [[ -n "$FAILED_STEP" ]]; then
+        log "docker-e2e: FAILED at step '$FAILED_STEP'"
+        log "docker-e2e: $PASSED passed, $FAILED failed, $skipped skipped"
+        exit 1
+    fi
+    log "docker-e2e: $PASSED passed, $FAILED failed"
+    [[ "$rc" == 0 && "$PASSED" == "${#STEP_NAMES[@]}" ]] || exit 1
+    exit 0
+}
+trap cleanup EXIT
+trap 'log "docker-e2e: interrupted"; exit 130' INT TERM
+
+run_step() { # index
+    local name=${STEP_NAMES[$1]} fn t0
+    fn="step_${name//-/_}"
+    CURRENT_STEP=$name
+    log "=== step $(($1 + 1))/${#STEP_NAMES[@]}: $name"
+    t0=$(now)
+    if "$fn"; then
+        PASSED=$((PASSED + 1))
+        CURRENT_STEP=""
+        log "--- PASS $name ($(since "$t0")s)"
+        return 0
+    fi
+    FAILED=$((FAILED + 1))
+    FAILED_STEP=$name
+    CURRENT_STEP=""
+    log "--- FAIL $name ($(since "$t0")s)"
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+docker image inspect "$DIST_IMAGE" >/dev/null 2>&1 || {
+    log "docker-e2e: image $DIST_IMAGE not found; run 'make docker' first" >&2
+    exit 1
+}
+# Leftovers of an interrupted earlier run of this same project.
+compose down -v --remove-orphans -t 5 >/dev/null 2>&1
+
+# shellcheck disable=SC2046 # one word per subnet is wanted
+DIST_NET=$(docker network inspect $(docker network ls -q) \
+    -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | py free-net) || exit 1
+read -r REGISTRY_PORT GATEWAY_PORT < <(py free-ports 2)
+export DIST_NET
+export DIST_REGISTRY_BIND="127.0.0.1:$REGISTRY_PORT" DIST_GATEWAY_BIND="127.0.0.1:$GATEWAY_PORT"
+REGISTRY="http://127.0.0.1:$REGISTRY_PORT"
+GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
+NETWORK_NAME=""
+log "docker-e2e: project $PROJECT, image $DIST_IMAGE, compose '${COMPOSE_CMD[*]}'," \
+    "subnet $DIST_NET.0/24, registry $REGISTRY, gateway $GATEWAY, TTL ${DIST_TTL_MS}ms"
+
+STARTED=1
+for i in "${!STEP_NAMES[@]}"; do
+    run_step "$i" || break
+done

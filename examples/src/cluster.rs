@@ -1,0 +1,61 @@
+//! Starting the demo's processes on already-bound listeners: the master with its gateway, and a
+//! node. The binary and the tests both go through here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use distribution_master::{Master, MasterConfig, Router, RouterConfig};
+use distribution_node::{NodeConfig, NodeHandle, handler};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::gateway;
+use crate::service::{Calc, CalcClient, CalcServer};
+
+/// A running master and its HTTP gateway.
+#[derive(Debug)]
+pub struct DemoMaster {
+    /// The registry and router.
+    pub master: Master,
+    /// The gateway's address.
+    pub gateway_addr: SocketAddr,
+    gateway: JoinHandle<std::io::Result<()>>,
+}
+
+impl DemoMaster {
+    /// Starts the registry on `registry` and the gateway on `gateway`.
+    pub fn start(
+        registry: TcpListener,
+        gateway: TcpListener,
+        config: MasterConfig,
+        router: RouterConfig,
+    ) -> std::io::Result<Self> {
+        let master = Master::start(registry, config)?;
+        let router: Router<CalcClient> = master.router_with(router);
+        let gateway_addr = gateway.local_addr()?;
+        let app = gateway::routes(router);
+        let gateway = tokio::spawn(async move { axum::serve(gateway, app).await });
+        tracing::info!(addr = %gateway_addr, "gateway listening");
+        Ok(Self {
+            master,
+            gateway_addr,
+            gateway,
+        })
+    }
+
+    /// Stops the gateway and the master.
+    pub async fn shutdown(self) {
+        self.gateway.abort();
+        self.master.shutdown().await;
+    }
+}
+
+/// Starts a demo node on `listener`, whose `sum` sleeps `sum_delay` before answering.
+pub fn start_node(
+    listener: TcpListener,
+    config: NodeConfig,
+    sum_delay: Duration,
+) -> Result<NodeHandle, distribution_node::MasterError> {
+    let server = CalcServer { sum_delay };
+    distribution_node::start(listener, config, handler!(server.serve()))
+}

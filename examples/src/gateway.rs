@@ -1,0 +1,222 @@
+//! The HTTP gateway of the demo (the Go example's `:3001`): `/sum` and `/palindrom`, answered by
+//! routing calls to the nodes.
+//!
+//! Plain text by default, JSON with `Accept: application/json`. Bad input gets a `400` with a
+//! message; a cluster that cannot answer gets `503` (no node), `504` (deadline) or `502`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router as HttpRouter};
+use distribution_master::{CallError, NodeRef, Router, ScatterOptions};
+use serde_json::json;
+
+use crate::palindrome::{self, MAX_N};
+use crate::service::{CalcClient, SumError};
+
+/// The most values one `/sum` accepts.
+pub const MAX_VALUES: usize = 10_000;
+
+/// The gateway's routes over `router`.
+pub fn routes(router: Router<CalcClient>) -> HttpRouter {
+    HttpRouter::new()
+        .route("/sum", get(sum))
+        .route("/palindrom", get(palindrom))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(router)
+}
+
+/// A gateway answer: a status and a message, in text or JSON.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+    json: bool,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        if self.json {
+            (self.status, Json(json!({ "error": self.message }))).into_response()
+        } else {
+            (self.status, format!("error: {}\n", self.message)).into_response()
+        }
+    }
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+fn bad_request(message: impl Into<String>, json: bool) -> Failure {
+    Failure {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+        json,
+    }
+}
+
+fn cluster_failure(err: CallError, json: bool) -> Failure {
+    let status = match err {
+        CallError::NoNodeAvailable => StatusCode::SERVICE_UNAVAILABLE,
+        CallError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
+        CallError::Remote { .. } | CallError::Transport { .. } => StatusCode::BAD_GATEWAY,
+    };
+    tracing::warn!(error = %err, "call failed");
+    Failure {
+        status,
+        message: err.to_string(),
+        json,
+    }
+}
+
+fn node_json(node: &NodeRef) -> serde_json::Value {
+    json!({ "id": &*node.id, "addr": &*node.addr })
+}
+
+/// Parses `2,4,6` (spaces allowed) into at most [`MAX_VALUES`] integers.
+pub fn parse_values(raw: &str) -> Result<Vec<i64>, String> {
+    let values: Vec<i64> = raw
+        .split(',')
+        .map(|part| {
+            let part = part.trim();
+            part.parse::<i64>()
+                .map_err(|_| format!("`{part}` is not a 64-bit integer"))
+        })
+        .collect::<Result<_, _>>()?;
+    if values.len() > MAX_VALUES {
+        return Err(format!("at most {MAX_VALUES} values"));
+    }
+    Ok(values)
+}
+
+/// Parses the `n` of `/palindrom`: an integer from 0 to [`MAX_N`].
+pub fn parse_n(raw: Option<&String>) -> Result<u64, String> {
+    let raw = raw.ok_or("missing parameter n (e.g. /palindrom?n=2000)")?;
+    let n: u64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| format!("n must be an integer from 0 to {MAX_N}, got `{raw}`"))?;
+    if n > MAX_N {
+        return Err(format!("n must be at most {MAX_N}"));
+    }
+    Ok(n)
+}
+
+async fn sum(
+    State(router): State<Router<CalcClient>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let json = wants_json(&headers);
+    let values = match params.get("values") {
+        Some(raw) => parse_values(raw).map_err(|e| bad_request(e, json))?,
+        None => {
+            use rand::Rng;
+            let mut rng = rand::rng();
+            (0..3)
+                .map(|_| rng.random_range(0..1_000_000_000i64))
+                .collect()
+        }
+    };
+    let sent = values.clone();
+    let reply = router
+        .call(move |client, ctx| {
+            let values = sent.clone();
+            async move { client.sum(ctx, values).await }
+        })
+        .await
+        .map_err(|e| cluster_failure(e, json))?;
+    let total = match reply.value {
+        Ok(total) => total,
+        Err(SumError::Overflow) => {
+            return Err(Failure {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: SumError::Overflow.to_string(),
+                json,
+            });
+        }
+    };
+    Ok(if json {
+        Json(json!({ "result": total, "values": values, "node": node_json(&reply.node) }))
+            .into_response()
+    } else {
+        format!("Response from node {}: {total}\n", reply.node).into_response()
+    })
+}
+
+async fn palindrom(
+    State(router): State<Router<CalcClient>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let json = wants_json(&headers);
+    let n = parse_n(params.get("n")).map_err(|e| bad_request(e, json))?;
+    let parts = palindrome::chunks(n, router.len());
+    let chunk_count = parts.len();
+    let mut options = ScatterOptions::default();
+    // A chunk of 2^33 / 8 numbers takes about a second per core; leave room for slow machines.
+    options.call.deadline = Some(std::time::Duration::from_secs(120));
+    let replies = router
+        .scatter(parts, options, |client, ctx, (start, end)| async move {
+            client.palindromes(ctx, start, end).await
+        })
+        .await
+        .map_err(|e| cluster_failure(e.error, json))?;
+    let count: u64 = replies.iter().map(|r| r.value).sum();
+    let mut per_node: BTreeMap<String, (NodeRef, usize)> = BTreeMap::new();
+    for reply in &replies {
+        per_node
+            .entry(reply.node.id.to_string())
+            .or_insert_with(|| (reply.node.clone(), 0))
+            .1 += 1;
+    }
+    Ok(if json {
+        let nodes: Vec<_> = per_node
+            .values()
+            .map(|(node, chunks)| json!({ "id": &*node.id, "addr": &*node.addr, "chunks": chunks }))
+            .collect();
+        Json(json!({ "n": n, "count": count, "chunks": chunk_count, "nodes": nodes }))
+            .into_response()
+    } else {
+        let nodes: Vec<String> = per_node
+            .values()
+            .map(|(node, chunks)| format!("{node} x{chunks}"))
+            .collect();
+        format!(
+            "Palindrom counter to {n}: {count} ({chunk_count} chunks on {})\n",
+            nodes.join(", ")
+        )
+        .into_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_strictly() {
+        assert_eq!(parse_values("2,4,6"), Ok(vec![2, 4, 6]));
+        assert_eq!(parse_values(" -1 , 2"), Ok(vec![-1, 2]));
+        assert!(parse_values("2,x").is_err());
+        assert!(parse_values("").is_err());
+        assert!(parse_values("99999999999999999999").is_err());
+        assert!(parse_values(&vec!["1"; MAX_VALUES + 1].join(",")).is_err());
+    }
+
+    #[test]
+    fn n_parses_strictly() {
+        assert_eq!(parse_n(Some(&"2000".into())), Ok(2000));
+        assert!(parse_n(None).is_err());
+        assert!(parse_n(Some(&"-1".into())).is_err());
+        assert!(parse_n(Some(&"ten".into())).is_err());
+        assert!(parse_n(Some(&(MAX_N + 1).to_string())).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! # distribution-examples: the demo cluster
+//!
+//! The Rust counterpart of the Go original's `_example`: one program, `distribution-demo`, that
+//! runs as
+//!
+//! - `master`: the registry on `:3000` plus an HTTP gateway on `:3001` answering `/sum` and
+//!   `/palindrom` by routing calls to the nodes ([`gateway`]);
+//! - `node --master HOST:PORT`: a node serving the [`service::Calc`] service.
+//!
+//! The pieces: [`service`] (the tarpc service and its node-side implementation), [`palindrome`]
+//! (the counting and the chunking), [`gateway`] (the HTTP endpoints), [`cluster`] (start a master
+//! with its gateway, or a node, on already-bound listeners: what the binary and the tests call).
+
+pub mod cluster;
+pub mod gateway;
+pub mod palindrome;
+pub mod service;

@@ -1,0 +1,113 @@
+//! Binary palindromes: the per-number check, the count over a range, and how a range is cut in
+//! chunks for the nodes.
+//!
+//! `k` is a binary palindrome when its binary digits (without leading zeros) read the same both
+//! ways; 0 counts as one. The check is three bit operations, no strings, so a node counts about a
+//! billion numbers per second per core.
+
+/// The largest `n` the gateway accepts for `/palindrom?n=`: 2^33 (a few seconds of work per core).
+pub const MAX_N: u64 = 1 << 33;
+
+/// The smallest chunk worth a network round trip: 2^20 numbers (about a millisecond of work).
+pub const MIN_CHUNK: u64 = 1 << 20;
+
+/// How many chunks each node gets at most, so a slow node holds back only a small share.
+pub const CHUNKS_PER_NODE: u64 = 8;
+
+/// Whether the binary digits of `k` read the same both ways.
+#[inline]
+pub fn is_binary_palindrome(k: u64) -> bool {
+    if k == 0 {
+        return true;
+    }
+    let width = 64 - k.leading_zeros();
+    k.reverse_bits() >> (64 - width) == k
+}
+
+/// How many `k` in `start..=end` are binary palindromes (0 when `start > end`).
+pub fn count_range(start: u64, end: u64) -> u64 {
+    if start > end {
+        return 0;
+    }
+    (start..=end).filter(|&k| is_binary_palindrome(k)).count() as u64
+}
+
+/// Cuts `0..=n` into contiguous, non-overlapping inclusive ranges for `nodes` nodes: no chunk
+/// smaller than [`MIN_CHUNK`] (except a range smaller than that), at most
+/// [`CHUNKS_PER_NODE`] per node.
+pub fn chunks(n: u64, nodes: usize) -> Vec<(u64, u64)> {
+    chunks_sized(n, nodes, MIN_CHUNK)
+}
+
+/// [`chunks`] with another smallest chunk size (at least 1).
+pub fn chunks_sized(n: u64, nodes: usize, min_chunk: u64) -> Vec<(u64, u64)> {
+    let total = n as u128 + 1;
+    let by_size = total.div_ceil(min_chunk.max(1) as u128);
+    let by_nodes = (nodes.max(1) as u128) * CHUNKS_PER_NODE as u128;
+    let parts = by_size.min(by_nodes).max(1);
+    let base = total / parts;
+    let extra = total % parts;
+    let mut out = Vec::with_capacity(parts as usize);
+    let mut start: u128 = 0;
+    for i in 0..parts {
+        let len = base + u128::from(i < extra);
+        out.push((start as u64, (start + len - 1) as u64));
+        start += len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn brute(n: u64) -> u64 {
+        (0..=n)
+            .filter(|k| {
+                let s = format!("{k:b}");
+                s.chars().eq(s.chars().rev())
+            })
+            .count() as u64
+    }
+
+    #[test]
+    fn known_values() {
+        assert_eq!(count_range(0, 0), 1);
+        assert_eq!(count_range(0, 10), 6);
+        assert_eq!(count_range(0, 2000), 93);
+        assert_eq!(count_range(0, 1_000_000), 2000);
+        assert_eq!(count_range(5, 4), 0);
+        assert!(is_binary_palindrome(u64::MAX));
+        assert!(!is_binary_palindrome(u64::MAX - 1));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn matches_brute_force(n in 0u64..20_000) {
+            prop_assert_eq!(count_range(0, n), brute(n));
+        }
+
+        #[test]
+        fn chunked_count_equals_whole_count(n in 0u64..200_000, nodes in 1usize..6, min in 1u64..5_000) {
+            let parts = chunks_sized(n, nodes, min);
+            prop_assert!(parts.len() as u64 <= nodes as u64 * CHUNKS_PER_NODE);
+            prop_assert_eq!(parts[0].0, 0);
+            prop_assert_eq!(parts.last().unwrap().1, n);
+            for pair in parts.windows(2) {
+                prop_assert_eq!(pair[0].1 + 1, pair[1].0);
+            }
+            let total: u64 = parts.iter().map(|&(a, b)| count_range(a, b)).sum();
+            prop_assert_eq!(total, count_range(0, n));
+        }
+
+        #[test]
+        fn chunks_cover_huge_ranges(n in (u64::MAX - 1000)..=u64::MAX, nodes in 1usize..2000) {
+            let parts = chunks(n, nodes);
+            prop_assert_eq!(parts.last().unwrap().1, n);
+            prop_assert!(parts.len() as u64 <= nodes as u64 * CHUNKS_PER_NODE);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The demo's tarpc service, `Calc`, and the node-side implementation.
+//!
+//! The Go original registered `Arith.Sum` on its nodes and counted palindromes in the gateway's
+//! scatter. Here both computations are methods of one service, because a node serves one tarpc
+//! service on its port: `Calc::sum` (the original's `Arith.Sum`) and `Calc::palindromes`
+//! (a chunk of the `/palindrom` count).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tarpc::context::Context;
+
+use crate::palindrome;
+
+/// Why a sum has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SumError {
+    /// The exact sum does not fit in an `i64`.
+    #[error("the sum overflows a 64-bit integer")]
+    Overflow,
+}
+
+/// The demo's computations.
+#[tarpc::service]
+pub trait Calc {
+    /// Adds `values` exactly (checked arithmetic), after the node's simulated delay.
+    async fn sum(values: Vec<i64>) -> Result<i64, SumError>;
+    /// Counts the binary palindromes in `start..=end`.
+    async fn palindromes(start: u64, end: u64) -> u64;
+}
+
+distribution_shared::service_client!(CalcClient);
+
+/// The node-side implementation of [`Calc`].
+#[derive(Debug, Clone, Default)]
+pub struct CalcServer {
+    /// How long `sum` sleeps before answering, to simulate a slow computation (the Go example
+    /// slept one second).
+    pub sum_delay: Duration,
+}
+
+impl Calc for CalcServer {
+    async fn sum(self, _: Context, values: Vec<i64>) -> Result<i64, SumError> {
+        if !self.sum_delay.is_zero() {
+            tokio::time::sleep(self.sum_delay).await;
+        }
+        checked_sum(&values)
+    }
+
+    async fn palindromes(self, _: Context, start: u64, end: u64) -> u64 {
+        // CPU-bound: run it off the async workers so the node keeps answering heartbeats.
+        tokio::task::spawn_blocking(move || palindrome::count_range(start, end))
+            .await
+            .expect("counting does not panic")
+    }
+}
+
+/// The exact sum of `values`, or [`SumError::Overflow`] when it does not fit in an `i64`
+/// (partial sums may leave the range and come back: only the result counts).
+pub fn checked_sum(values: &[i64]) -> Result<i64, SumError> {
+    let exact: i128 = values.iter().map(|&v| i128::from(v)).sum();
+    i64::try_from(exact).map_err(|_| SumError::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_is_exact_or_refused() {
+        assert_eq!(checked_sum(&[2, 4, 6]), Ok(12));
+        assert_eq!(checked_sum(&[]), Ok(0));
+        assert_eq!(checked_sum(&[i64::MAX, 1]), Err(SumError::Overflow));
+        assert_eq!(checked_sum(&[i64::MIN, -1]), Err(SumError::Overflow));
+        assert_eq!(checked_sum(&[i64::MAX, 1, -1]), Ok(i64::MAX));
+    }
+}

@@ -1,0 +1,229 @@
+//! The registry's HTTP API (axum): how nodes join, renew and leave, and how anyone reads the list.
+//!
+//! | method and path               | body            | answer                              |
+//! |-------------------------------|-----------------|-------------------------------------|
+//! | `POST /v1/nodes`              | `RegisterRequest` | `200` + `Lease`                   |
+//! | `PUT /v1/nodes/{id}/heartbeat`| `Heartbeat`     | `200` + `Lease`, `404` if unknown   |
+//! | `DELETE /v1/nodes/{id}`       |                 | `204`, `404` if unknown             |
+//! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
+//! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
+//!
+//! Every refusal is a 4xx with `{"error": "..."}` and leaves the registry unchanged.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use distribution_shared::defaults;
+use distribution_shared::wire::{Heartbeat, Lease, NodeList, RegisterRequest};
+use tokio::time::Instant;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::MasterConfig;
+use crate::error::ApiError;
+use crate::registry::{Registration, Registry};
+
+/// The header that carries the registry's index on `GET /v1/nodes`.
+pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-index");
+
+/// The highest capacity a node may claim.
+pub const MAX_CAPACITY: u32 = 1_000_000;
+
+/// Builds the API's routes over `registry`, with the body limit and timeout of `config`.
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: registration reads the
+/// connection's peer address.
+pub fn routes(registry: Registry, config: &MasterConfig) -> Router {
+    Router::new()
+        .route("/v1/nodes", post(register).get(list))
+        .route("/v1/nodes/{id}/heartbeat", put(heartbeat))
+        .route("/v1/nodes/{id}", axum::routing::delete(deregister))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout,
+        ))
+        .with_state(registry)
+}
+
+async fn register(
+    State(registry): State<Registry>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<RegisterRequest>, JsonRejection>,
+) -> Result<Json<Lease>, ApiError> {
+    let Json(req) = body?;
+    let reg = validate(req, peer)?;
+    Ok(Json(registry.register(reg)?))
+}
+
+async fn heartbeat(
+    State(registry): State<Registry>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<Heartbeat>, JsonRejection>,
+) -> Result<Json<Lease>, ApiError> {
+    let Path(id) = id?;
+    let Json(beat) = body?;
+    if beat.capacity == Some(0) || beat.capacity.is_some_and(|c| c > MAX_CAPACITY) {
+        return Err(ApiError::bad_request(format!(
+            "capacity must be between 1 and {MAX_CAPACITY}"
+        )));
+    }
+    Ok(Json(registry.heartbeat(&id, &beat)?))
+}
+
+async fn deregister(
+    State(registry): State<Registry>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id?;
+    if registry.deregister(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(crate::registry::RegistryError::UnknownNode(id).into())
+    }
+}
+
+async fn list(State(registry): State<Registry>) -> Response {
+    node_list_response(registry.list(Instant::now()))
+}
+
+/// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.
+pub fn node_list_response(list: NodeList) -> Response {
+    let index = HeaderValue::from(list.index);
+    ([(INDEX_HEADER, index)], Json(list)).into_response()
+}
+
+async fn health(State(registry): State<Registry>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "nodes": registry.len() }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such endpoint; see /v1/nodes and /health".into(),
+    }
+}
+
+/// Checks a registration and resolves the address callers will dial.
+pub fn validate(req: RegisterRequest, peer: SocketAddr) -> Result<Registration, ApiError> {
+    validate_id(&req.id)?;
+    if req.port == 0 {
+        return Err(ApiError::bad_request("port must be between 1 and 65535"));
+    }
+    let capacity = match req.capacity {
+        None => defaults::NODE_CAPACITY,
+        Some(c) if (1..=MAX_CAPACITY).contains(&c) => c,
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "capacity must be between 1 and {MAX_CAPACITY}"
+            )));
+        }
+    };
+    let addr = match req.addr {
+        Some(addr) => validate_addr(&addr)?,
+        None => SocketAddr::new(peer.ip().to_canonical(), req.port).to_string(),
+    };
+    Ok(Registration {
+        id: req.id,
+        addr,
+        capacity,
+    })
+}
+
+fn validate_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > defaults::MAX_ID_LEN {
+        return Err(ApiError::bad_request(format!(
+            "id must be 1 to {} bytes long",
+            defaults::MAX_ID_LEN
+        )));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "id may hold only ASCII letters, digits, '-', '_', '.' and ':'",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_addr(addr: &str) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "addr must be host:port with a port from 1 to 65535, got {:?}",
+            truncate(addr, 80)
+        ))
+    };
+    if addr.len() > 255 {
+        return Err(ApiError::bad_request("addr must be at most 255 bytes long"));
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    if port == 0 || !host_ok {
+        return Err(bad());
+    }
+    Ok(addr.to_owned())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, port: u16, addr: Option<&str>) -> RegisterRequest {
+        RegisterRequest {
+            id: id.into(),
+            port,
+            addr: addr.map(Into::into),
+            capacity: None,
+        }
+    }
+
+    #[test]
+    fn host_comes_from_the_peer_unless_an_address_is_given() {
+        let peer: SocketAddr = "10.1.2.3:55555".parse().unwrap();
+        assert_eq!(
+            validate(req("n1", 4000, None), peer).unwrap().addr,
+            "10.1.2.3:4000"
+        );
+        let given = validate(req("n1", 4000, Some("node-7:4001")), peer).unwrap();
+        assert_eq!(given.addr, "node-7:4001");
+    }
+
+    #[test]
+    fn bad_registrations_are_refused() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for bad in [
+            req("", 1, None),
+            req("a b", 1, None),
+            req(&"x".repeat(129), 1, None),
+            req("n", 0, None),
+            req("n", 1, Some("nohost")),
+            req("n", 1, Some(":80")),
+            req("n", 1, Some("h:0")),
+            req("n", 1, Some("h:99999")),
+            req("n", 1, Some("h/x:80")),
+        ] {
+            let err = validate(bad.clone(), peer).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! [`MasterConfig`]: the master's lease terms and limits.
+
+use std::time::Duration;
+
+use distribution_shared::defaults;
+
+/// How the master runs its registry. `MasterConfig::default()` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// How often nodes must heartbeat (told to each node when it registers). Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// How long after its last heartbeat a node is evicted. Default 3 x the interval.
+    pub ttl: Duration,
+    /// The most nodes the registry holds; more registrations get `503`. Default 100,000.
+    pub max_nodes: usize,
+    /// The largest request body the HTTP API reads. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// How long one HTTP request may take, reading included. Default 10 s (long enough for the
+    /// slowest honest client, short enough to drop one that trickles).
+    pub request_timeout: Duration,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self::with_interval(defaults::HEARTBEAT_INTERVAL)
+    }
+}
+
+impl MasterConfig {
+    /// The defaults, with heartbeat `interval` and a TTL of three intervals.
+    pub fn with_interval(interval: Duration) -> Self {
+        Self {
+            heartbeat_interval: interval,
+            ttl: interval * defaults::TTL_INTERVALS,
+            max_nodes: defaults::MAX_NODES,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}

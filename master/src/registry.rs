@@ -1,0 +1,376 @@
+//! The registry: which nodes are alive, where they listen, and how loaded they are.
+//!
+//! [`Registry`] is a cheap-to-clone handle around one `std::sync::Mutex` that is never held across
+//! an `.await`. Every change of the node set bumps the registry's index and publishes a new
+//! [`Membership`] snapshot; heartbeats only renew leases and update load figures in place.
+//! Expired leases are removed by [`Registry::evict_expired`], which the lease reaper
+//! ([`crate::lease`]) calls on a timer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use distribution_shared::wire::{Heartbeat, Lease, NodeInfo, NodeList, NodeState};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::config::MasterConfig;
+use crate::membership::{LoadReport, Member, Membership};
+
+/// Why the registry refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No node with this id is registered (it was evicted, deregistered, or the master restarted).
+    #[error("node `{0}` is not registered")]
+    UnknownNode(String),
+    /// The registry already holds its maximum number of nodes.
+    #[error("the registry is full ({0} nodes)")]
+    Full(usize),
+}
+
+/// A registration that passed validation: what the registry stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The node's id.
+    pub id: String,
+    /// The `host:port` callers dial.
+    pub addr: String,
+    /// Calls the node runs at once.
+    pub capacity: u32,
+}
+
+/// A handle to the registry; clones share the same nodes.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    membership: watch::Sender<Membership>,
+    interval: Duration,
+    ttl: Duration,
+    max_nodes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    nodes: HashMap<String, Entry>,
+    /// Which id holds each address, so a node restarted under a new id replaces its old entry.
+    by_addr: HashMap<String, String>,
+    index: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    addr: Arc<str>,
+    id: Arc<str>,
+    served: u64,
+    last_seen: Instant,
+    load: Arc<LoadReport>,
+}
+
+impl Registry {
+    /// An empty registry with the lease terms and limits of `config`.
+    pub fn new(config: &MasterConfig) -> Self {
+        let (membership, _) = watch::channel(Membership::default());
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                membership,
+                interval: config.heartbeat_interval,
+                ttl: config.ttl,
+                max_nodes: config.max_nodes,
+            }),
+        }
+    }
+
+    /// Follows the node set: the receiver sees a new [`Membership`] at every change.
+    pub fn subscribe(&self) -> watch::Receiver<Membership> {
+        self.shared.membership.subscribe()
+    }
+
+    /// The registry's current version.
+    pub fn index(&self) -> u64 {
+        self.lock().index
+    }
+
+    /// Registers a node, or renews it when the same id registers again from the same address.
+    ///
+    /// A different node previously registered on the same address is replaced: it was the same
+    /// process before a restart, and it cannot answer there any more.
+    pub fn register(&self, reg: Registration) -> Result<Lease, RegistryError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut changed = false;
+        if let Some(old) = state.by_addr.get(&reg.addr).filter(|old| **old != reg.id) {
+            let old = old.clone();
+            state.nodes.remove(&old);
+            info!(node = %old, addr = %reg.addr, by = %reg.id, "node replaced");
+            changed = true;
+        }
+        match state.nodes.get_mut(&reg.id) {
+            Some(entry) => {
+                if *entry.addr != *reg.addr {
+                    info!(node = %reg.id, old_addr = %entry.addr, addr = %reg.addr, "node moved");
+                    state.by_addr.remove(&*entry.addr);
+                    entry.addr = reg.addr.as_str().into();
+                    changed = true;
+                }
+                entry.last_seen = now;
+                entry.load.set(entry.load.in_flight(), reg.capacity);
+            }
+            None => {
+                if state.nodes.len() >= self.shared.max_nodes {
+                    return Err(RegistryError::Full(self.shared.max_nodes));
+                }
+                let entry = Entry {
+                    addr: reg.addr.as_str().into(),
+                    id: reg.id.as_str().into(),
+                    served: 0,
+                    last_seen: now,
+                    load: Arc::new(LoadReport::new(0, reg.capacity)),
+                };
+                state.nodes.insert(reg.id.clone(), entry);
+                info!(node = %reg.id, addr = %reg.addr, capacity = reg.capacity, "node joined");
+                changed = true;
+            }
+        }
+        state.by_addr.insert(reg.addr.clone(), reg.id.clone());
+        if changed {
+            self.publish(state);
+        }
+        Ok(self.lease(&reg.id, &reg.addr))
+    }
+
+    /// Renews a node's lease and records the load it reports.
+    pub fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<Lease, RegistryError> {
+        let mut state = self.lock();
+        let entry = state
+            .nodes
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::UnknownNode(id.to_owned()))?;
+        entry.last_seen = Instant::now();
+        entry.served = beat.served;
+        let capacity = beat.capacity.unwrap_or_else(|| entry.load.capacity());
+        entry.load.set(beat.in_flight, capacity);
+        let addr = entry.addr.clone();
+        drop(state);
+        Ok(self.lease(id, &addr))
+    }
+
+    /// Removes a node that is leaving. Returns whether it was registered.
+    pub fn deregister(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(entry) = state.nodes.remove(id) else {
+            return false;
+        };
+        state.by_addr.remove(&*entry.addr);
+        info!(node = %id, addr = %entry.addr, "node left");
+        self.publish(&mut state);
+        true
+    }
+
+    /// Removes every node whose last heartbeat is older than the TTL at `now`; returns their ids.
+    pub fn evict_expired(&self, now: Instant) -> Vec<String> {
+        let ttl = self.shared.ttl;
+        let mut state = self.lock();
+        let expired: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > ttl)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            if let Some(entry) = state.nodes.remove(id) {
+                state.by_addr.remove(&*entry.addr);
+                let silent = now.saturating_duration_since(entry.last_seen);
+                info!(node = %id, addr = %entry.addr, silent_ms = silent.as_millis() as u64, "node evicted");
+            }
+        }
+        if !expired.is_empty() {
+            self.publish(&mut state);
+        }
+        expired
+    }
+
+    /// The registry's contents, sorted by id, with ages measured at `now`.
+    pub fn list(&self, now: Instant) -> NodeList {
+        let late_after = self.shared.interval + self.shared.interval / 2;
+        let state = self.lock();
+        let mut nodes: Vec<NodeInfo> = state
+            .nodes
+            .values()
+            .map(|e| {
+                let age = now.saturating_duration_since(e.last_seen);
+                NodeInfo {
+                    id: e.id.to_string(),
+                    addr: e.addr.to_string(),
+                    state: if age > late_after {
+                        NodeState::Late
+                    } else {
+                        NodeState::Up
+                    },
+                    in_flight: e.load.in_flight(),
+                    capacity: e.load.capacity(),
+                    served: e.served,
+                    last_heartbeat_ms: age.as_millis() as u64,
+                }
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        NodeList {
+            index: state.index,
+            nodes,
+        }
+    }
+
+    /// How many nodes are registered.
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Whether no node is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The heartbeat interval nodes are told to keep.
+    pub fn interval(&self) -> Duration {
+        self.shared.interval
+    }
+
+    fn lease(&self, id: &str, addr: &str) -> Lease {
+        Lease {
+            id: id.to_owned(),
+            addr: addr.to_owned(),
+            heartbeat_interval_ms: self.shared.interval.as_millis() as u64,
+            ttl_ms: self.shared.ttl.as_millis() as u64,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave `State` half-updated in a way that matters
+        // more than losing the whole registry would, so poisoning is ignored.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish(&self, state: &mut State) {
+        state.index += 1;
+        let mut members: Vec<Member> = state
+            .nodes
+            .values()
+            .map(|e| Member {
+                id: e.id.clone(),
+                addr: e.addr.clone(),
+                load: e.load.clone(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        self.shared.membership.send_replace(Membership {
+            index: state.index,
+            members: members.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: &str, addr: &str) -> Registration {
+        Registration {
+            id: id.into(),
+            addr: addr.into(),
+            capacity: 4,
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(&MasterConfig::with_interval(Duration::from_secs(1)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_runs_out_after_the_ttl_and_not_before() {
+        let r = registry();
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        tokio::time::advance(Duration::from_millis(2900)).await;
+        assert!(r.evict_expired(Instant::now()).is_empty());
+        r.heartbeat("a", &Heartbeat::default()).unwrap();
+        tokio::time::advance(Duration::from_millis(2900)).await;
+        assert!(r.evict_expired(Instant::now()).is_empty(), "renewed lease");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(r.evict_expired(Instant::now()), vec!["a".to_string()]);
+        assert_eq!(
+            r.heartbeat("a", &Heartbeat::default()),
+            Err(RegistryError::UnknownNode("a".into()))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_state_shows_before_eviction() {
+        let r = registry();
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        assert_eq!(r.list(Instant::now()).nodes[0].state, NodeState::Up);
+        tokio::time::advance(Duration::from_millis(1600)).await;
+        assert_eq!(r.list(Instant::now()).nodes[0].state, NodeState::Late);
+    }
+
+    #[tokio::test]
+    async fn same_id_is_idempotent_and_same_addr_new_id_replaces() {
+        let r = registry();
+        let rx = r.subscribe();
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        assert_eq!(r.index(), 1, "re-registering does not change the set");
+        r.register(reg("b", "127.0.0.1:1")).unwrap();
+        let list = r.list(Instant::now());
+        assert_eq!(list.nodes.len(), 1);
+        assert_eq!(list.nodes[0].id, "b");
+        assert_eq!(rx.borrow().members.len(), 1);
+        assert_eq!(&*rx.borrow().members[0].id, "b");
+        assert!(r.deregister("b"));
+        assert!(!r.deregister("b"));
+        assert!(r.is_empty());
+    }
+
+    #[tokio::test]
+    async fn full_registry_refuses_new_ids_but_not_known_ones() {
+        let config = MasterConfig {
+            max_nodes: 1,
+            ..MasterConfig::default()
+        };
+        let r = Registry::new(&config);
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        assert_eq!(
+            r.register(reg("b", "127.0.0.1:2")),
+            Err(RegistryError::Full(1))
+        );
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn heartbeat_updates_shared_load() {
+        let r = registry();
+        r.register(reg("a", "127.0.0.1:1")).unwrap();
+        let member = r.subscribe().borrow().members[0].clone();
+        r.heartbeat(
+            "a",
+            &Heartbeat {
+                in_flight: 7,
+                capacity: Some(9),
+                served: 3,
+            },
+        )
+        .unwrap();
+        assert_eq!(member.load.in_flight(), 7);
+        assert_eq!(member.load.capacity(), 9);
+        assert_eq!(r.list(Instant::now()).nodes[0].served, 3);
+    }
+}

@@ -1,0 +1,190 @@
+//! [`Endpoint`]: the router's view of one node: its persistent connection, the calls this router
+//! has in flight on it, and whether it is ejected after a failure.
+//!
+//! The connection is dialled on first use and kept; every call to the node is multiplexed on it.
+//! When a call finds it broken, that connection (and only that one: others may have redialled
+//! already) is dropped and the next call dials again.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use distribution_shared::ServiceClient;
+use rand::Rng;
+use tokio::net::TcpStream;
+
+use super::error::NodeRef;
+use crate::membership::{LoadReport, Member};
+
+/// One node as the router sees it.
+#[derive(Debug)]
+pub(crate) struct Endpoint<C> {
+    pub(crate) node: NodeRef,
+    load: Arc<LoadReport>,
+    in_flight: AtomicU32,
+    served: AtomicU64,
+    conn: Mutex<Option<(u64, C)>>,
+    generation: AtomicU64,
+    dial: tokio::sync::Mutex<()>,
+    ejection: Mutex<Ejection>,
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    until: Option<Instant>,
+    strikes: u32,
+}
+
+/// How long an endpoint stays out of routing after failures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl<C: ServiceClient> Endpoint<C> {
+    pub(crate) fn new(member: &Member) -> Self {
+        Self {
+            node: NodeRef {
+                id: member.id.clone(),
+                addr: member.addr.clone(),
+            },
+            load: member.load.clone(),
+            in_flight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            conn: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            dial: tokio::sync::Mutex::new(()),
+            ejection: Mutex::new(Ejection::default()),
+        }
+    }
+
+    /// Whether this endpoint stands for `member` (same id, same address).
+    pub(crate) fn is(&self, member: &Member) -> bool {
+        self.node.id == member.id && self.node.addr == member.addr
+    }
+
+    /// The routing score: calls in flight as best known. The node's report lags by up to a
+    /// heartbeat and counts every caller's calls; this router's own count is exact but sees only
+    /// its own. The larger of the two is the better guess of what the node is running now.
+    pub(crate) fn score(&self) -> u64 {
+        u64::from(self.own_in_flight().max(self.load.in_flight()))
+    }
+
+    /// Whether this router alone already fills the node's reported capacity.
+    pub(crate) fn is_full(&self) -> bool {
+        let capacity = self.load.capacity();
+        capacity != 0 && self.own_in_flight() >= capacity
+    }
+
+    /// Calls this router has running on the node.
+    pub(crate) fn own_in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Calls this router has completed on the node.
+    pub(crate) fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call as in flight until the returned guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight<C> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            endpoint: self.clone(),
+        }
+    }
+
+    /// Whether the endpoint is out of routing at `now` after a failure.
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        self.ejection().until.is_some_and(|until| until > now)
+    }
+
+    /// Takes the endpoint out of routing for a backoff that doubles with each consecutive failure
+    /// (jittered by +-20 %), and drops its connection if it is still the one that failed.
+    pub(crate) fn mark_failed(&self, generation: Option<u64>, backoff: Backoff) {
+        if let Some(generation) = generation {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *conn = None;
+            }
+        }
+        let mut ejection = self.ejection();
+        ejection.strikes = ejection.strikes.saturating_add(1);
+        let exp = ejection.strikes.saturating_sub(1).min(16);
+        let pause = backoff.base.saturating_mul(1 << exp).min(backoff.max);
+        let jitter = rand::rng().random_range(0.8..1.2);
+        ejection.until = Some(Instant::now() + pause.mul_f64(jitter));
+        tracing::warn!(node = %self.node, strikes = ejection.strikes, pause_ms = pause.as_millis() as u64, "node ejected from routing");
+    }
+
+    /// Clears the failure record after a call succeeded.
+    pub(crate) fn mark_ok(&self) {
+        let mut ejection = self.ejection();
+        if ejection.strikes != 0 {
+            tracing::info!(node = %self.node, "node back in routing");
+            *ejection = Ejection::default();
+        }
+    }
+
+    /// The node's client, dialling it first if there is no live connection. Returns the
+    /// connection's generation, so a failure can drop exactly that connection.
+    pub(crate) async fn client(
+        &self,
+        connect_timeout: Duration,
+        max_frame_len: usize,
+    ) -> std::io::Result<(u64, C)> {
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let _dialling = self.dial.lock().await;
+        if let Some(found) = self.cached() {
+            return Ok(found);
+        }
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&*self.node.addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect timed out after {connect_timeout:?}"),
+                )
+            })??;
+        stream.set_nodelay(true)?;
+        let client = C::from_stream(stream, max_frame_len);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, client.clone()));
+        tracing::debug!(node = %self.node, "connected");
+        Ok((generation, client))
+    }
+
+    fn cached(&self) -> Option<(u64, C)> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
+        self.ejection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A call in flight on an endpoint; dropping it ends the count.
+pub(crate) struct InFlight<C> {
+    endpoint: Arc<Endpoint<C>>,
+}
+
+impl<C> InFlight<C> {
+    /// The endpoint the call runs on.
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint<C>> {
+        &self.endpoint
+    }
+
+    /// Records the call as served (before the guard drops).
+    pub(crate) fn served(&self) {
+        self.endpoint.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<C> Drop for InFlight<C> {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

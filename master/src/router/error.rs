@@ -1,0 +1,87 @@
+//! [`CallError`]: every way a routed call can fail, each naming the node involved.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which node served, or failed, a call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeRef {
+    /// The node's id.
+    pub id: Arc<str>,
+    /// The address the call went to.
+    pub addr: Arc<str>,
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.id, self.addr)
+    }
+}
+
+/// Why a routed call did not return a value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No node could take the call: none is registered, or every one was already tried by it.
+    #[error("no node available for the call")]
+    NoNodeAvailable,
+    /// The call's deadline passed, on `node` if it was running on one.
+    #[error("deadline of {deadline:?} exceeded{}", on(.node))]
+    DeadlineExceeded {
+        /// The node the call was running on when the deadline passed.
+        node: Option<NodeRef>,
+        /// The deadline the call had, counted from its start, across all attempts.
+        deadline: Duration,
+    },
+    /// The node received the call and aborted it (it was at capacity, shutting down, or the
+    /// handler failed). Not retried: the node may have done part of the work.
+    #[error("node {node} aborted the call ({kind:?}): {detail}")]
+    Remote {
+        /// The node that aborted the call.
+        node: NodeRef,
+        /// The kind of failure the node reported.
+        kind: std::io::ErrorKind,
+        /// What the node said.
+        detail: String,
+    },
+    /// The connection to the node could not be made or broke, on every attempt the call had.
+    #[error("transport to node {node} failed after {attempts} attempt(s): {reason}")]
+    Transport {
+        /// The last node tried.
+        node: NodeRef,
+        /// How many nodes were tried.
+        attempts: u32,
+        /// What went wrong on the last attempt.
+        reason: String,
+    },
+}
+
+fn on(node: &Option<NodeRef>) -> String {
+    match node {
+        Some(node) => format!(" on node {node}"),
+        None => String::new(),
+    }
+}
+
+impl CallError {
+    /// The node the error happened on, if any.
+    pub fn node(&self) -> Option<&NodeRef> {
+        match self {
+            CallError::NoNodeAvailable => None,
+            CallError::DeadlineExceeded { node, .. } => node.as_ref(),
+            CallError::Remote { node, .. } | CallError::Transport { node, .. } => Some(node),
+        }
+    }
+}
+
+/// Writes an error and its chain of sources on one line.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        out.push_str(": ");
+        out.push_str(&err.to_string());
+        source = err.source();
+    }
+    out
+}

@@ -1,0 +1,433 @@
+//! The router: application code's way to call the cluster (what replaces the Go original's
+//! `Call`, `Go` and `Waiter`).
+//!
+//! A [`Router<C>`] follows a [`Membership`] feed (the in-process registry's, or a remote master's)
+//! and routes each call to the least-used healthy node:
+//!
+//! - **one connection per node**, dialled on first use, multiplexing every call ([`endpoint`]);
+//! - **least used**: the fewest calls in flight, ties broken at random ([`pick`]);
+//! - **failover**: a call whose connection fails is retried on another node, up to
+//!   [`RouterConfig::attempts`] nodes, all within one deadline; the failed node is ejected from
+//!   routing at once (for a backoff that grows with repeated failures) instead of waiting for
+//!   the master to evict it;
+//! - **sync and async**: [`Router::call`] awaits the reply; [`Router::spawn`] returns a
+//!   [`CallHandle`] to await later (dropping it cancels the call);
+//! - **scatter/gather**: [`Router::scatter`] runs many items with bounded concurrency and returns
+//!   the results in order.
+//!
+//! Calls are retried only when the connection failed, which may happen after the node received
+//! the request: a routed call must therefore be idempotent (at-least-once delivery).
+
+mod endpoint;
+mod error;
+mod handle;
+mod pick;
+mod scatter;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use distribution_shared::{ServiceClient, defaults};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use tarpc::client::RpcError;
+use tarpc::context::Context;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::membership::Membership;
+use endpoint::{Backoff, Endpoint};
+pub use error::{CallError, NodeRef};
+pub use handle::CallHandle;
+pub use scatter::{ScatterError, ScatterOptions};
+
+/// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
+    pub deadline: Duration,
+    /// How many different nodes a call may try when connections fail. 3.
+    pub attempts: u32,
+    /// How long dialling a node may take. 2 s.
+    pub connect_timeout: Duration,
+    /// The largest frame read or written on a node connection. 16 MiB.
+    pub max_frame_len: usize,
+    /// The first ejection after a failure; it doubles with each consecutive failure. 1 s.
+    pub eject_base: Duration,
+    /// The longest ejection. 30 s.
+    pub eject_max: Duration,
+    /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            deadline: defaults::CALL_DEADLINE,
+            attempts: defaults::CALL_ATTEMPTS,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            max_frame_len: defaults::MAX_FRAME_LEN,
+            eject_base: Duration::from_secs(1),
+            eject_max: Duration::from_secs(30),
+            seed: None,
+        }
+    }
+}
+
+/// Per-call settings that override the router's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// The call's deadline, counted from now, across every attempt.
+    pub deadline: Option<Duration>,
+    /// How many nodes the call may try.
+    pub attempts: Option<u32>,
+}
+
+impl CallOptions {
+    /// Options with `deadline`.
+    pub fn deadline(deadline: Duration) -> Self {
+        Self {
+            deadline: Some(deadline),
+            attempts: None,
+        }
+    }
+}
+
+/// A call's value and the node that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<T> {
+    /// What the node returned.
+    pub value: T,
+    /// The node that served the call.
+    pub node: NodeRef,
+    /// How many nodes were tried (1 when the first one answered).
+    pub attempts: u32,
+}
+
+/// What this router has sent to one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The node.
+    pub node: NodeRef,
+    /// Calls this router has running on it now.
+    pub in_flight: u32,
+    /// Calls this router has completed on it.
+    pub served: u64,
+    /// Whether it is out of routing after a failure.
+    pub ejected: bool,
+}
+
+/// Routes calls of service client `C` to the least-used healthy node. Cheap to clone.
+pub struct Router<C> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for Router<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<C> {
+    endpoints: RwLock<Arc<[Arc<Endpoint<C>>]>>,
+    membership: watch::Receiver<Membership>,
+    config: RouterConfig,
+    rng: Mutex<SmallRng>,
+    /// Stops the membership follower when the last router clone is dropped.
+    stop: CancellationToken,
+}
+
+impl<C> Drop for Shared<C> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+enum Attempt {
+    Retry(String),
+    Fail(CallError),
+}
+
+impl<C: ServiceClient> Router<C> {
+    /// A router following `membership` (see [`crate::Master::router`] for the in-process one).
+    /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
+    /// ends when the router is dropped or the feed closes (the router then keeps its last view).
+    pub fn new(membership: watch::Receiver<Membership>, config: RouterConfig) -> Self {
+        let rng = match config.seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_rng(&mut rand::rng()),
+        };
+        let shared = Arc::new(Shared {
+            endpoints: RwLock::new(Arc::from(Vec::new())),
+            membership: membership.clone(),
+            config,
+            rng: Mutex::new(rng),
+            stop: CancellationToken::new(),
+        });
+        shared.sync(&membership.borrow());
+        let stop = shared.stop.clone();
+        tokio::spawn(follow(Arc::downgrade(&shared), membership, stop));
+        Self { shared }
+    }
+
+    /// The router's settings.
+    pub fn config(&self) -> &RouterConfig {
+        &self.shared.config
+    }
+
+    /// How many nodes the router knows.
+    pub fn len(&self) -> usize {
+        self.shared.endpoints().len()
+    }
+
+    /// Whether the router knows no node.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until the router knows at least `n` nodes, for at most `timeout`. Returns whether it
+    /// does.
+    pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.shared.membership.clone();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|m| m.members.len() >= n)).await;
+        matches!(reached, Ok(Ok(_))) || self.len() >= n
+    }
+
+    /// What this router has sent to each node it knows.
+    pub fn stats(&self) -> Vec<NodeStats> {
+        let now = Instant::now();
+        self.shared
+            .endpoints()
+            .iter()
+            .map(|e| NodeStats {
+                node: e.node.clone(),
+                in_flight: e.own_in_flight(),
+                served: e.served(),
+                ejected: e.is_ejected(now),
+            })
+            .collect()
+    }
+
+    /// Calls the least-used node with the router's default deadline and awaits the reply.
+    ///
+    /// `f` makes the call on the node's client; it may run more than once (on different nodes)
+    /// when connections fail:
+    ///
+    /// ```no_run
+    /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
+    /// # distribution_shared::service_client!(ArithClient);
+    /// # async fn demo(router: distribution_master::Router<ArithClient>) -> anyhow::Result<()> {
+    /// let reply = router
+    ///     .call(|client, ctx| async move { client.sum(ctx, vec![2, 4, 6]).await })
+    ///     .await?;
+    /// println!("{} from {}", reply.value, reply.node);
+    /// # Ok(()) }
+    /// ```
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<Reply<T>, CallError>
+    where
+        F: Fn(C, Context) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        self.call_with(CallOptions::default(), f).await
+    }
+
+    /// [`Router::call`] with per-call options.
+    pub async fn call_with<T, F, Fut>(
+        &self,
+        options: CallOptions,
+        f: F,
+    ) -> Result<Reply<T>, CallError>
+    where
+        F: Fn(C, Context) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let config = &self.shared.config;
+        let budget = options.deadline.unwrap_or(config.deadline);
+        let deadline = Instant::now() + budget;
+        let attempts = options.attempts.unwrap_or(config.attempts).max(1);
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut last_failure: Option<(NodeRef, String)> = None;
+        for attempt in 1..=attempts {
+            let Some(in_flight) = self.shared.pick(&tried) else {
+                break;
+            };
+            let endpoint = in_flight.endpoint().clone();
+            tried.push(endpoint.node.id.clone());
+            let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
+            let result = self
+                .attempt(&endpoint, deadline, budget, &f)
+                .instrument(span)
+                .await;
+            match result {
+                Ok(value) => {
+                    in_flight.served();
+                    endpoint.mark_ok();
+                    return Ok(Reply {
+                        value,
+                        node: endpoint.node.clone(),
+                        attempts: attempt,
+                    });
+                }
+                Err(Attempt::Fail(err)) => return Err(err),
+                Err(Attempt::Retry(reason)) => {
+                    tracing::debug!(%reason, "attempt failed, trying another node");
+                    last_failure = Some((endpoint.node.clone(), reason));
+                }
+            }
+        }
+        Err(match last_failure {
+            Some((node, reason)) => CallError::Transport {
+                node,
+                attempts: tried.len() as u32,
+                reason,
+            },
+            None => CallError::NoNodeAvailable,
+        })
+    }
+
+    /// Starts a call in the background and returns a handle to await its reply later, like the
+    /// Go original's `Go` and `Waiter`. Dropping the handle cancels the call.
+    pub fn spawn<T, F, Fut>(&self, f: F) -> CallHandle<T>
+    where
+        T: Send + 'static,
+        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, RpcError>> + Send,
+    {
+        self.spawn_with(CallOptions::default(), f)
+    }
+
+    /// [`Router::spawn`] with per-call options.
+    pub fn spawn_with<T, F, Fut>(&self, options: CallOptions, f: F) -> CallHandle<T>
+    where
+        T: Send + 'static,
+        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, RpcError>> + Send,
+    {
+        let router = self.clone();
+        CallHandle::new(tokio::spawn(
+            async move { router.call_with(options, f).await },
+        ))
+    }
+
+    async fn attempt<T, F, Fut>(
+        &self,
+        endpoint: &Arc<Endpoint<C>>,
+        deadline: Instant,
+        budget: Duration,
+        f: &F,
+    ) -> Result<T, Attempt>
+    where
+        F: Fn(C, Context) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
+        let config = &self.shared.config;
+        let backoff = Backoff {
+            base: config.eject_base,
+            max: config.eject_max,
+        };
+        let exceeded = |node: &NodeRef| {
+            Attempt::Fail(CallError::DeadlineExceeded {
+                node: Some(node.clone()),
+                deadline: budget,
+            })
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let connect = tokio::time::timeout(
+            left,
+            endpoint.client(config.connect_timeout, config.max_frame_len),
+        );
+        let (generation, client) = match connect.await {
+            Err(_) => return Err(exceeded(&endpoint.node)),
+            Ok(Err(err)) => {
+                endpoint.mark_failed(None, backoff);
+                return Err(Attempt::Retry(format!("connect: {err}")));
+            }
+            Ok(Ok(found)) => found,
+        };
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = deadline;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, f(client, ctx)).await {
+            Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded(&endpoint.node)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(RpcError::Server(err))) if err.kind == std::io::ErrorKind::WouldBlock => {
+                // The node refused the call before doing any work (at capacity): another node
+                // may take it, and this one is healthy, so it is not ejected.
+                Err(Attempt::Retry(format!("refused: {}", err.detail)))
+            }
+            Ok(Err(RpcError::Server(err))) => Err(Attempt::Fail(CallError::Remote {
+                node: endpoint.node.clone(),
+                kind: err.kind,
+                detail: err.detail,
+            })),
+            Ok(Err(err)) => {
+                endpoint.mark_failed(Some(generation), backoff);
+                Err(Attempt::Retry(error::chain(&err)))
+            }
+        }
+    }
+}
+
+impl<C: ServiceClient> Shared<C> {
+    fn endpoints(&self) -> Arc<[Arc<Endpoint<C>>]> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Picks the least-used node not yet `tried` and counts the call on it, both under the RNG
+    /// lock so that concurrent calls see each other's counts. Nodes that are ejected or full are
+    /// used only when no other node is left (better a doubtful node than no answer).
+    fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
+        let endpoints = self.endpoints();
+        let now = Instant::now();
+        let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let score = |e: &Arc<Endpoint<C>>| e.score();
+        let found = pick::least_used(
+            &endpoints,
+            |e| fresh(e) && !e.is_ejected(now) && !e.is_full(),
+            score,
+            &mut *rng,
+        )
+        .or_else(|| pick::least_used(&endpoints, |e| fresh(e), score, &mut *rng))?;
+        Some(endpoints[found].begin())
+    }
+
+    /// Rebuilds the endpoint list for a new membership, keeping the endpoints (and so the
+    /// connections and counters) of nodes that stay.
+    fn sync(&self, membership: &Membership) {
+        let old = self.endpoints();
+        let by_id: HashMap<&str, &Arc<Endpoint<C>>> =
+            old.iter().map(|e| (&*e.node.id, e)).collect();
+        let next: Vec<Arc<Endpoint<C>>> = membership
+            .members
+            .iter()
+            .map(|m| match by_id.get(&*m.id) {
+                Some(e) if e.is(m) => Arc::clone(e),
+                _ => Arc::new(Endpoint::new(m)),
+            })
+            .collect();
+        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next.into();
+    }
+}
+
+async fn follow<C: ServiceClient>(
+    shared: Weak<Shared<C>>,
+    mut membership: watch::Receiver<Membership>,
+    stop: CancellationToken,
+) {
+    while let Some(Ok(())) = stop.run_until_cancelled(membership.changed()).await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let snapshot = membership.borrow_and_update().clone();
+        shared.sync(&snapshot);
+    }
+}

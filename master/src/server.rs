@@ -1,0 +1,105 @@
+//! [`Master`]: the registry's HTTP server and lease reaper, running on an already-bound listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use distribution_shared::ServiceClient;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MasterConfig;
+use crate::registry::Registry;
+use crate::router::{Router, RouterConfig};
+use crate::{api, lease};
+
+/// A running master: the registry API on its listener, the lease reaper, and a handle to the
+/// registry for in-process routers.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use distribution_master::{Master, MasterConfig};
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// let master = Master::start(listener, MasterConfig::default())?;
+/// // ... master.router::<MyServiceClient>() routes calls to the registered nodes ...
+/// master.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Master {
+    registry: Registry,
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Master {
+    /// Starts serving the registry API on `listener` and evicting expired leases.
+    pub fn start(listener: TcpListener, config: MasterConfig) -> std::io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let registry = Registry::new(&config);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(lease::run_reaper(registry.clone(), shutdown.clone()));
+        let app = api::routes(registry.clone(), &config)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        tracing::info!(addr = %local_addr, interval_ms = config.heartbeat_interval.as_millis() as u64,
+            ttl_ms = config.ttl.as_millis() as u64, "master listening");
+        Ok(Self {
+            registry,
+            local_addr,
+            shutdown,
+            server,
+        })
+    }
+
+    /// The address the registry API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The registry, for in-process use.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A router over this master's nodes with the default [`RouterConfig`].
+    pub fn router<C: ServiceClient>(&self) -> Router<C> {
+        self.router_with(RouterConfig::default())
+    }
+
+    /// A router over this master's nodes with `config`.
+    pub fn router_with<C: ServiceClient>(&self, config: RouterConfig) -> Router<C> {
+        Router::new(self.registry.subscribe(), config)
+    }
+
+    /// Stops the API and the reaper, and waits for the server to finish its open requests.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        match (&mut self.server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "master server failed"),
+            Err(err) => tracing::warn!(error = %err, "master server task failed"),
+        }
+    }
+
+    /// Runs until `signal` completes, then shuts down.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        tokio::select! {
+            _ = signal => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+        self.shutdown().await;
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,78 @@
+//! The heartbeat loop: register, renew the lease every interval with the node's load, and
+//! register again whenever the master forgot the node (404) or could not be reached.
+//!
+//! Registering is idempotent on the master's side, so "register again" is always safe. While the
+//! master is unreachable the loop retries every interval and logs the outage once, not every try.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distribution_shared::wire::{Heartbeat, Lease, RegisterRequest};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::load::Load;
+use crate::master_client::{MasterClient, MasterError};
+
+/// Keeps the node registered until `stop` is cancelled. `registered` tells the rest of the node
+/// whether the master currently holds its lease.
+pub(crate) async fn run(
+    master: MasterClient,
+    request: RegisterRequest,
+    load: Arc<Load>,
+    mut interval: Duration,
+    registered: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let mut lease: Option<Lease> = None;
+    let mut outage = false;
+    loop {
+        let result = match &lease {
+            None => master.register(&request).await,
+            Some(_) => {
+                let beat = Heartbeat {
+                    in_flight: load.in_flight(),
+                    capacity: Some(load.capacity()),
+                    served: load.served(),
+                };
+                master.heartbeat(&request.id, &beat).await
+            }
+        };
+        match result {
+            Ok(granted) => {
+                if lease.is_none() {
+                    info!(node = %request.id, addr = %granted.addr, "registered with the master");
+                }
+                if outage {
+                    info!(node = %request.id, "master reachable again");
+                    outage = false;
+                }
+                interval = Duration::from_millis(granted.heartbeat_interval_ms.max(10));
+                lease = Some(granted);
+                registered.send_replace(true);
+            }
+            Err(MasterError::UnknownNode) => {
+                warn!(node = %request.id, "the master forgot this node; registering again");
+                lease = None;
+                registered.send_replace(false);
+                continue;
+            }
+            Err(err) => {
+                if !outage {
+                    warn!(node = %request.id, error = %err, "cannot reach the master; retrying every interval");
+                    outage = true;
+                }
+                lease = None;
+                registered.send_replace(false);
+            }
+        }
+        if stop
+            .run_until_cancelled(tokio::time::sleep(interval))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}

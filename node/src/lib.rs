@@ -1,0 +1,52 @@
+//! # distribution-node: the node runtime
+//!
+//! A node serves one tarpc service (any `#[tarpc::service]` trait) to the cluster's callers and
+//! keeps itself registered with the master:
+//!
+//! - [`server`]: the tarpc server on an already-bound listener: one task per connection, one
+//!   per call, frames bounded by [`NodeConfig::max_frame_len`], and the graceful shutdown
+//!   (leave the master, drain the calls in flight, close);
+//! - `heartbeat`: registers, renews the lease every interval with the node's
+//!   load, and registers again after a master restart (404) or outage;
+//! - [`load`]: counts calls in flight and served, and refuses calls beyond the node's capacity;
+//! - [`master_client`]: the HTTP client of the master's registry API;
+//! - [`shutdown`]: SIGTERM and Ctrl-C.
+//!
+//! ```no_run
+//! # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
+//! # #[derive(Clone)] struct ArithServer;
+//! # impl Arith for ArithServer { async fn sum(self, _: tarpc::context::Context, v: Vec<i64>) -> i64 { v.iter().sum() } }
+//! # async fn demo() -> anyhow::Result<()> {
+//! use distribution_node::{NodeConfig, handler};
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await?;
+//! let node = distribution_node::start(listener, NodeConfig::new("master:3000"), handler!(ArithServer.serve()))?;
+//! distribution_node::shutdown::signal().await;
+//! node.shutdown().await; // leaves the master, finishes the calls in flight
+//! # Ok(()) }
+//! ```
+
+mod heartbeat;
+
+pub mod config;
+pub mod load;
+pub mod master_client;
+pub mod server;
+pub mod shutdown;
+
+pub use config::NodeConfig;
+pub use distribution_shared::tarpc;
+pub use load::{AT_CAPACITY, Load};
+pub use master_client::MasterError;
+pub use server::{NodeHandle, start};
+
+/// Turns a tarpc server (what `MyService.serve()` returns) into the request handler that
+/// [`start`] takes: `handler!(ArithServer.serve())`.
+#[macro_export]
+macro_rules! handler {
+    ($serve:expr) => {{
+        let serve = $serve;
+        move |ctx: $crate::tarpc::context::Context, req| {
+            $crate::tarpc::server::Serve::serve(::core::clone::Clone::clone(&serve), ctx, req)
+        }
+    }};
+}

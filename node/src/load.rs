@@ -1,0 +1,145 @@
+//! [`Load`]: the node's count of calls in flight and served, and the [`Counted`] service wrapper
+//! that keeps it, refusing calls beyond the node's capacity.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use tarpc::server::Serve;
+use tarpc::{RequestName, ServerError};
+use tokio::sync::Notify;
+
+/// The node's load counters, shared by every connection and the heartbeat loop.
+#[derive(Debug)]
+pub struct Load {
+    in_flight: AtomicU32,
+    served: AtomicU64,
+    refused: AtomicU64,
+    capacity: u32,
+    idle: Notify,
+}
+
+impl Load {
+    /// Counters for a node running at most `capacity` calls at once.
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            capacity,
+            idle: Notify::new(),
+        }
+    }
+
+    /// Calls running now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Calls finished since the node started.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused because the node was at capacity.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The node's capacity.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Counts a call in, unless the node is at capacity.
+    fn begin(self: &Arc<Self>) -> Option<CallGuard> {
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Some(CallGuard { load: self.clone() })
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// Waits until no call is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct CallGuard {
+    load: Arc<Load>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.load.served.fetch_add(1, Ordering::Relaxed);
+        if self.load.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.load.idle.notify_waiters();
+        }
+    }
+}
+
+/// The detail of the error a node at capacity answers with (kind `WouldBlock`): the router
+/// takes it as "try another node", since the node did no work.
+pub const AT_CAPACITY: &str = "node at capacity";
+
+/// A service handler wrapped to keep the node's [`Load`].
+pub(crate) struct Counted<Req, Resp, F> {
+    handler: F,
+    load: Arc<Load>,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F: Clone> Clone for Counted<Req, Resp, F> {
+    fn clone(&self) -> Self {
+        Self {
+            handler: self.handler.clone(),
+            load: self.load.clone(),
+            types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp, F> Counted<Req, Resp, F> {
+    pub(crate) fn new(handler: F, load: Arc<Load>) -> Self {
+        Self {
+            handler,
+            load,
+            types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp, F, Fut> Serve for Counted<Req, Resp, F>
+where
+    Req: RequestName,
+    F: Fn(tarpc::context::Context, Req) -> Fut,
+    Fut: Future<Output = Result<Resp, ServerError>>,
+{
+    type Req = Req;
+    type Resp = Resp;
+
+    async fn serve(self, ctx: tarpc::context::Context, req: Req) -> Result<Resp, ServerError> {
+        let Some(_guard) = self.load.begin() else {
+            return Err(ServerError::new(
+                std::io::ErrorKind::WouldBlock,
+                AT_CAPACITY.into(),
+            ));
+        };
+        (self.handler)(ctx, req).await
+    }
+}

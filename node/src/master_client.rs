@@ -1,0 +1,81 @@
+//! [`MasterClient`]: the node's side of the master's HTTP API (register, heartbeat, leave).
+
+use std::time::Duration;
+
+use distribution_shared::wire::{ErrorBody, Heartbeat, Lease, RegisterRequest};
+use reqwest::StatusCode;
+
+/// Why a request to the master failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The master does not know this node (evicted, or the master restarted): register again.
+    #[error("the master does not know this node")]
+    UnknownNode,
+    /// The master refused the request.
+    #[error("the master refused ({status}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The master's message.
+        message: String,
+    },
+    /// The master could not be reached, or answered something unreadable.
+    #[error("the master is unreachable: {0}")]
+    Unreachable(#[from] reqwest::Error),
+}
+
+/// A client of one master's registry API.
+#[derive(Debug, Clone)]
+pub struct MasterClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl MasterClient {
+    /// A client of the master at `base` (`http://host:port`), each request bounded by `timeout`.
+    pub fn new(base: String, timeout: Duration) -> Result<Self, MasterError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()?;
+        Ok(Self { http, base })
+    }
+
+    /// `POST /v1/nodes`.
+    pub async fn register(&self, req: &RegisterRequest) -> Result<Lease, MasterError> {
+        let url = format!("{}/v1/nodes", self.base);
+        read(self.http.post(url).json(req).send().await?).await
+    }
+
+    /// `PUT /v1/nodes/{id}/heartbeat`.
+    pub async fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<Lease, MasterError> {
+        let url = format!("{}/v1/nodes/{id}/heartbeat", self.base);
+        read(self.http.put(url).json(beat).send().await?).await
+    }
+
+    /// `DELETE /v1/nodes/{id}`. A node the master no longer knows counts as gone.
+    pub async fn deregister(&self, id: &str) -> Result<(), MasterError> {
+        let url = format!("{}/v1/nodes/{id}", self.base);
+        let response = self.http.delete(url).send().await?;
+        match response.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            status => Err(refused(status, response).await),
+        }
+    }
+}
+
+async fn read(response: reqwest::Response) -> Result<Lease, MasterError> {
+    match response.status() {
+        s if s.is_success() => Ok(response.json().await?),
+        StatusCode::NOT_FOUND => Err(MasterError::UnknownNode),
+        status => Err(refused(status, response).await),
+    }
+}
+
+async fn refused(status: StatusCode, response: reqwest::Response) -> MasterError {
+    let message = match response.json::<ErrorBody>().await {
+        Ok(body) => body.error,
+        Err(_) => "(no message)".into(),
+    };
+    MasterError::Refused { status, message }
+}

@@ -1,0 +1,294 @@
+//! The node's tarpc server and its lifecycle: accept connections, serve calls (counted by
+//! [`Load`]), keep the lease ([`crate::heartbeat`]), and on shutdown leave the master and drain.
+//!
+//! Shutdown order, so that no call is lost:
+//! 1. stop accepting connections and deregister (routers stop sending here within milliseconds);
+//! 2. keep serving the open connections until no call has run for a short linger, bounded by
+//!    the drain timeout, so that calls already on the wire still get their answer;
+//! 3. close the connections. A call that reaches the node after that fails on the caller's side
+//!    with a transport error, and the router retries it on another node.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use distribution_shared::transport;
+use distribution_shared::wire::RegisterRequest;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::{ClientMessage, RequestName, Response, ServerError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+use crate::heartbeat;
+use crate::load::{Counted, Load};
+use crate::master_client::{MasterClient, MasterError};
+
+/// How long the node must be idle before it closes its connections during a graceful shutdown.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`]
+/// for a graceful stop or [`NodeHandle::kill`] to simulate a crash.
+#[derive(Debug)]
+pub struct NodeHandle {
+    id: String,
+    local_addr: SocketAddr,
+    load: Arc<Load>,
+    registered: watch::Receiver<bool>,
+    graceful: CancellationToken,
+    kill: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The address the node's tarpc server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node's load counters.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.load
+    }
+
+    /// Waits until the master holds the node's lease, for at most `timeout`.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let mut rx = self.registered.clone();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// A token that starts a graceful shutdown when cancelled (e.g. from a signal handler).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.graceful.clone()
+    }
+
+    /// Shuts down gracefully (leave, drain, close) and waits until the node has stopped.
+    pub async fn shutdown(self) {
+        self.graceful.cancel();
+        self.stopped().await;
+    }
+
+    /// Stops at once, as a crash would: no deregistration, connections dropped mid-call.
+    pub async fn kill(self) {
+        self.kill.cancel();
+        self.stopped().await;
+    }
+
+    /// Waits until the node has stopped (after a shutdown started elsewhere).
+    pub async fn stopped(self) {
+        if let Err(err) = self.task.await {
+            warn!(error = %err, "node task failed");
+        }
+    }
+}
+
+/// Starts a node serving `handler` on `listener` and registering with the master of `config`.
+///
+/// `handler` answers one request; [`handler!`](crate::handler) builds it from a tarpc service:
+/// `distribution_node::handler!(MyServer.serve())`.
+pub fn start<Req, Resp, F, Fut>(
+    listener: TcpListener,
+    config: NodeConfig,
+    handler: F,
+) -> Result<NodeHandle, MasterError>
+where
+    Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
+{
+    let local_addr = listener.local_addr().map_err(|e| MasterError::Refused {
+        status: reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("listener has no address: {e}"),
+    })?;
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
+    let master = MasterClient::new(config.master_url(), config.master_timeout)?;
+    let load = Arc::new(Load::new(config.capacity));
+    let (registered_tx, registered) = watch::channel(false);
+    let graceful = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let request = RegisterRequest {
+        id: id.clone(),
+        port: local_addr.port(),
+        addr: config.advertise.clone(),
+        capacity: Some(config.capacity),
+    };
+    let lifecycle = Lifecycle {
+        id: id.clone(),
+        config,
+        master,
+        load: load.clone(),
+        graceful: graceful.clone(),
+        kill: kill.clone(),
+    };
+    let task = tokio::spawn(lifecycle.run(listener, request, registered_tx, handler));
+    info!(node = %id, addr = %local_addr, "node listening");
+    Ok(NodeHandle {
+        id,
+        local_addr,
+        load,
+        registered,
+        graceful,
+        kill,
+        task,
+    })
+}
+
+struct Lifecycle {
+    id: String,
+    config: NodeConfig,
+    master: MasterClient,
+    load: Arc<Load>,
+    graceful: CancellationToken,
+    kill: CancellationToken,
+}
+
+impl Lifecycle {
+    async fn run<Req, Resp, F, Fut>(
+        self,
+        listener: TcpListener,
+        request: RegisterRequest,
+        registered: watch::Sender<bool>,
+        handler: F,
+    ) where
+        Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
+    {
+        let beats = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat::run(
+            self.master.clone(),
+            request,
+            self.load.clone(),
+            self.config.heartbeat_interval,
+            registered,
+            beats.clone(),
+        ));
+        let connections = TaskTracker::new();
+        let service = Counted::new(handler, self.load.clone());
+        tokio::select! {
+            _ = self.graceful.cancelled() => {}
+            _ = self.kill.cancelled() => {}
+            _ = self.accept(&listener, &connections, service) => {}
+        }
+        drop(listener);
+        beats.cancel();
+        let _ = heartbeat.await;
+        if !self.kill.is_cancelled() {
+            self.leave().await;
+        }
+        connections.close();
+        self.kill.cancel();
+        connections.wait().await;
+        info!(node = %self.id, served = self.load.served(), "node stopped");
+    }
+
+    /// Accepts connections until the listener fails for good (it never does on its own).
+    async fn accept<Req, Resp, F, Fut>(
+        &self,
+        listener: &TcpListener,
+        connections: &TaskTracker,
+        service: Counted<Req, Resp, F>,
+    ) where
+        Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
+    {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let _ = stream.set_nodelay(true);
+                    debug!(%peer, "caller connected");
+                    connections.spawn(serve_connection(
+                        stream,
+                        self.config.max_frame_len,
+                        service.clone(),
+                        self.kill.clone(),
+                    ));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Graceful exit: deregister, then wait (bounded) until no call has run for [`LINGER`].
+    async fn leave(&self) {
+        match self.master.deregister(&self.id).await {
+            Ok(()) => info!(node = %self.id, "left the master"),
+            Err(err) => {
+                warn!(node = %self.id, error = %err, "could not deregister; the lease will expire")
+            }
+        }
+        let drain = async {
+            loop {
+                self.load.idle().await;
+                tokio::time::sleep(LINGER).await;
+                if self.load.in_flight() == 0 {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            warn!(node = %self.id, in_flight = self.load.in_flight(), "drain timeout; closing with calls in flight");
+        }
+    }
+}
+
+/// Serves one caller's connection until it closes or the node is killed. Each request runs in
+/// its own task, so a slow call does not hold up the others on the connection.
+async fn serve_connection<Req, Resp, F, Fut>(
+    stream: TcpStream,
+    max_frame_len: usize,
+    service: Counted<Req, Resp, F>,
+    kill: CancellationToken,
+) where
+    Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
+{
+    let transport =
+        transport::framed::<_, ClientMessage<Req>, Response<Resp>>(stream, max_frame_len);
+    let requests = BaseChannel::with_defaults(transport).execute(service);
+    let calls = TaskTracker::new();
+    let serve = requests.for_each(|call| {
+        let kill = kill.clone();
+        calls.spawn(async move {
+            kill.run_until_cancelled(call).await;
+        });
+        async {}
+    });
+    kill.run_until_cancelled(serve).await;
+    calls.close();
+    calls.wait().await;
+}

@@ -1,0 +1,44 @@
+//! Default ports, intervals and limits shared by the master, the nodes and the callers.
+//!
+//! Each value can be overridden in the master's, node's or router's configuration; these are the
+//! figures a cluster gets when nobody says otherwise.
+
+use std::time::Duration;
+
+/// The port the master's registry HTTP API listens on (the Go original used `:3000`).
+pub const MASTER_PORT: u16 = 3000;
+
+/// How often a node renews its lease. The master tells each node this value when it registers.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many heartbeat intervals a node may miss before the master evicts it. Three, as etcd's
+/// keepalive-every-TTL/3: one late heartbeat (a GC pause, a busy core) never evicts a node.
+pub const TTL_INTERVALS: u32 = 3;
+
+/// The largest tarpc frame either side accepts: 16 MiB. A peer announcing a longer frame is
+/// disconnected instead of making us allocate whatever it claims.
+pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// The largest HTTP request body the master reads: 64 KiB (a registration is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The longest node id the master accepts, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The most nodes one master registers; a registration beyond it gets `503`.
+pub const MAX_NODES: usize = 100_000;
+
+/// How many calls a node runs at once unless configured otherwise (the capacity it reports).
+pub const NODE_CAPACITY: u32 = 1024;
+
+/// The deadline of a routed call when the caller sets none (covers every attempt of the call).
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How many nodes one routed call may try before it gives up on transport failures.
+pub const CALL_ATTEMPTS: u32 = 3;
+
+/// How long dialling a node may take before the attempt counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a node waits for its calls in flight to finish when it shuts down.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

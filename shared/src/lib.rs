@@ -1,0 +1,21 @@
+//! # distribution-shared: the contract
+//!
+//! Everything the master, the nodes and the callers of a `distribution` cluster must agree on, and
+//! nothing else:
+//!
+//! - [`wire`]: the JSON bodies of the master's HTTP API (register, heartbeat, node list, errors);
+//! - [`defaults`]: ports, intervals and limits, with the reasons for their values;
+//! - [`transport`]: how a tarpc connection is framed and encoded (length-delimited bincode with a
+//!   bounded frame length), kept in one place so both ends always match;
+//! - [`service`]: the [`ServiceClient`] trait that lets the router build any tarpc client generated
+//!   by `#[tarpc::service]` on top of that transport.
+//!
+//! `master/` and `node/` both depend on this crate and never on each other.
+
+pub mod defaults;
+pub mod service;
+pub mod transport;
+pub mod wire;
+
+pub use service::ServiceClient;
+pub use tarpc;

@@ -1,0 +1,113 @@
+//! The JSON bodies of the master's HTTP API (`/v1/nodes...`), shared by the master that answers
+//! and the nodes and callers that ask.
+//!
+//! Request bodies reject unknown fields: a misspelt field is an error the sender sees, not a
+//! setting silently ignored.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/nodes`: a node announces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The node's id, chosen by the node (a UUID by default). Registering again with the same id
+    /// is idempotent.
+    pub id: String,
+    /// The port the node's tarpc server listens on (1 to 65535). With no `addr`, the master
+    /// pairs it with the IP address the registration came from, as the Go original did.
+    pub port: u16,
+    /// The full `host:port` callers should dial, when the connection's peer address is not it
+    /// (NAT, a proxy, a container with a published port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// How many calls the node runs at once (its capacity), if it sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+}
+
+/// The master's answer to a registration or a heartbeat: the terms of the node's lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The node's id, as registered.
+    pub id: String,
+    /// The address the master will hand to callers.
+    pub addr: String,
+    /// How often the node must heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// How long after its last heartbeat the node is evicted, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+/// `PUT /v1/nodes/{id}/heartbeat`: a node renews its lease and reports its load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Calls the node is running right now, from every caller.
+    #[serde(default)]
+    pub in_flight: u32,
+    /// How many calls the node runs at once.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// Calls the node has finished since it started.
+    #[serde(default)]
+    pub served: u64,
+}
+
+/// Whether a registered node is renewing its lease on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Its last heartbeat came within one and a half intervals.
+    Up,
+    /// It has missed a heartbeat but its lease has not run out yet.
+    Late,
+}
+
+/// One node as `GET /v1/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// The `host:port` its tarpc server answers on.
+    pub addr: String,
+    /// Whether its heartbeats arrive on time.
+    pub state: NodeState,
+    /// Calls in flight on the node, as of its last heartbeat.
+    pub in_flight: u32,
+    /// The node's capacity (calls at once).
+    pub capacity: u32,
+    /// Calls the node has served since it started, as of its last heartbeat.
+    pub served: u64,
+    /// Milliseconds since the node's last heartbeat (or its registration).
+    pub last_heartbeat_ms: u64,
+}
+
+/// `GET /v1/nodes`: the registry's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeList {
+    /// The registry's version: it grows by one at every join, leave, eviction or address change.
+    pub index: u64,
+    /// The registered nodes, sorted by id.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// The body of every 4xx/5xx answer of the master's HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong, for a human.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_request_rejects_unknown_fields_and_keeps_optional_ones_optional() {
+        let ok: RegisterRequest = serde_json::from_str(r#"{"id":"a","port":7}"#).unwrap();
+        assert_eq!(ok.addr, None);
+        assert_eq!(ok.port, 7);
+        assert!(serde_json::from_str::<RegisterRequest>(r#"{"id":"a","port":7,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<RegisterRequest>(r#"{"id":"a","port":70000}"#).is_err());
+    }
+}
