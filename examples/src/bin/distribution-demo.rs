@@ -5,6 +5,7 @@
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //! ```
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -70,6 +71,7 @@ enum Role {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -1,0 +1,210 @@
+//! The demo program as real OS processes: a master and nodes started from the built binary,
+//! nodes SIGKILLed and SIGTERMed while the gateway is under load.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use distribution_shared::wire::NodeList;
+
+const DEMO: &str = env!("CARGO_BIN_EXE_distribution-demo");
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// Starts `distribution-demo master` on port 0 and reads the registry's and gateway's
+/// addresses from its log.
+fn start_master(interval_ms: u64) -> (Proc, String, String) {
+    let mut child = Command::new(DEMO)
+        .args([
+            "master",
+            "--registry",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+        ])
+        .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let mut registry = None;
+    let mut gateway = None;
+    while registry.is_none() || gateway.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("master starts");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        if line.contains("master listening") {
+            registry = Some(addr.to_string());
+        } else if line.contains("gateway listening") {
+            gateway = Some(addr.to_string());
+        }
+    }
+    (Proc(child), registry.unwrap(), gateway.unwrap())
+}
+
+fn start_node(registry: &str, sum_delay_ms: u64) -> Proc {
+    let child = Command::new(DEMO)
+        .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
+        .args(["--sum-delay-ms", &sum_delay_ms.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+async fn nodes(registry: &str) -> NodeList {
+    reqwest::get(format!("http://{registry}/v1/nodes"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_count(registry: &str, count: usize, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if nodes(registry).await.nodes.len() == count {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Runs `calls` `/sum` requests from `workers` concurrent loops; returns the failures.
+async fn load(gateway: String, workers: usize, calls: usize) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (http, gateway) = (http.clone(), gateway.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for i in 0..calls {
+                    let (a, b) = (w as i64, i as i64);
+                    let url = format!("http://{gateway}/sum?values={a},{b}");
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let text = r.text().await.unwrap_or_default();
+                            if !text.trim_end().ends_with(&format!(": {}", a + b)) {
+                                failures.push(format!("wrong answer: {text}"));
+                            }
+                        }
+                        Ok(r) => failures.push(format!(
+                            "{}: {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for task in tasks {
+        failures.extend(task.await.unwrap());
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_node_process_costs_no_request_and_is_evicted() {
+    let (_master, registry, gateway) = start_master(200);
+    let mut nodes_running: Vec<Proc> = (0..3).map(|_| start_node(&registry, 20)).collect();
+    assert!(
+        wait_for_count(&registry, 3, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "3 nodes listed"
+    );
+
+    let run = tokio::spawn(load(gateway.clone(), 6, 60));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = nodes_running.remove(0);
+    drop(victim); // SIGKILL
+    let killed_at = Instant::now();
+    let evicted = wait_for_count(&registry, 2, Duration::from_secs(10)).await;
+    let failures = run.await.unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let evicted = evicted.expect("the killed node is evicted");
+    // TTL is 3 x 200 ms; allow 2 s on top for a loaded machine.
+    assert!(
+        evicted <= Duration::from_millis(2600),
+        "evicted after {evicted:?}"
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deregisters_at_once_and_loses_no_request() {
+    // A long interval: a node gone from the list within a second has left, not expired.
+    let (_master, registry, gateway) = start_master(5000);
+    let mut nodes_running: Vec<Proc> = (0..2).map(|_| start_node(&registry, 100)).collect();
+    assert!(
+        wait_for_count(&registry, 2, Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+    let run = tokio::spawn(load(gateway.clone(), 4, 15));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes_running[0].signal("TERM");
+    let gone = wait_for_count(&registry, 1, Duration::from_secs(10)).await;
+    assert!(
+        gone.is_some_and(|t| t < Duration::from_secs(5)),
+        "deregistered: {gone:?}"
+    );
+    let failures = run.await.unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = nodes_running[0].0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the node exits after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "clean exit: {status}");
+}

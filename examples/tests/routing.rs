@@ -1,0 +1,248 @@
+//! The router against real nodes over TCP: least-used spreading, failover, deadlines, async
+//! handles, scatter/gather, graceful shutdown and a master restart.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use distribution_master::{CallError, CallOptions, RouterConfig, ScatterOptions};
+use support::{master, master_on, node, node_for, router, wait_until};
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_slow_calls_spread_ten_per_node() {
+    let master = master().await;
+    let nodes = [
+        node(&master, Duration::from_millis(400)).await,
+        node(&master, Duration::from_millis(400)).await,
+        node(&master, Duration::from_millis(400)).await,
+    ];
+    let router = router(&master, 3, RouterConfig::default()).await;
+    let handles: Vec<_> = (0..30)
+        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i, 1]).await }))
+        .collect();
+    let mut per_node: HashMap<String, usize> = HashMap::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = handle.await.unwrap();
+        assert_eq!(reply.value, Ok(i as i64 + 1));
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node.len(), 3, "{per_node:?}");
+    for node in &nodes {
+        let served = per_node[node.id()];
+        assert!((9..=11).contains(&served), "uneven spread: {per_node:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_costs_no_call() {
+    let master = master().await;
+    let mut nodes = vec![
+        node(&master, Duration::from_millis(20)).await,
+        node(&master, Duration::from_millis(20)).await,
+        node(&master, Duration::from_millis(20)).await,
+    ];
+    let router = router(&master, 3, RouterConfig::default()).await;
+    let victim = nodes.remove(0);
+    let victim_id = victim.id().to_string();
+    let killed = Arc::new(AtomicBool::new(false));
+    let worker = |router: distribution_master::Router<_>, killed: Arc<AtomicBool>| async move {
+        let mut results = Vec::new();
+        for i in 0..60i64 {
+            let reply = router
+                .call(
+                    move |client: distribution_examples::service::CalcClient, ctx| async move {
+                        client.sum(ctx, vec![i, i]).await
+                    },
+                )
+                .await;
+            results.push((i, reply, killed.load(Ordering::SeqCst)));
+        }
+        results
+    };
+    let workers: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(worker(router.clone(), killed.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    victim.kill().await;
+    killed.store(true, Ordering::SeqCst);
+    let mut after_kill = 0;
+    for worker in workers {
+        for (i, reply, after) in worker.await.unwrap() {
+            let reply = reply.unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+            assert_eq!(reply.value, Ok(2 * i));
+            if after {
+                after_kill += 1;
+                // Calls started once the kill was seen may still have been routed to the victim
+                // before its connection broke; they must have been retried elsewhere.
+                if reply.node.id.as_ref() == victim_id {
+                    assert_eq!(reply.attempts, 1);
+                }
+            }
+        }
+    }
+    assert!(after_kill > 0, "the run went on after the kill");
+    // The victim is out of routing at once, long before the master evicts it.
+    let stats = router.stats();
+    let victim_stats = stats.iter().find(|s| s.node.id.as_ref() == victim_id);
+    assert!(victim_stats.is_none_or(|s| s.ejected), "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_exceeded_is_reported_with_the_node() {
+    let master = master().await;
+    let slow = node(&master, Duration::from_secs(5)).await;
+    let router = router(&master, 1, RouterConfig::default()).await;
+    let started = Instant::now();
+    let err = router
+        .call_with(
+            CallOptions::deadline(Duration::from_millis(200)),
+            |client, ctx| async move { client.sum(ctx, vec![1]).await },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the deadline cut the call short"
+    );
+    match err {
+        CallError::DeadlineExceeded { node, deadline } => {
+            assert_eq!(node.unwrap().id.as_ref(), slow.id());
+            assert_eq!(deadline, Duration::from_millis(200));
+        }
+        other => panic!("expected a deadline error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn no_node_is_a_typed_error() {
+    let master = master().await;
+    let router = master
+        .master
+        .router::<distribution_examples::service::CalcClient>();
+    let err = router
+        .call(|client, ctx| async move { client.sum(ctx, vec![1]).await })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::NoNodeAvailable), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_handles_run_concurrently_and_dropping_one_cancels_it() {
+    let master = master().await;
+    let node = node(&master, Duration::from_millis(300)).await;
+    let router = router(&master, 1, RouterConfig::default()).await;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..20i64)
+        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap().value, Ok(i as i64));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "20 calls of 300 ms ran concurrently, not one after another"
+    );
+
+    let abandoned = router.spawn(|client, ctx| async move { client.sum(ctx, vec![1]).await });
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            node.load().in_flight() == 1
+        })
+        .await
+    );
+    drop(abandoned);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            node.load().in_flight() == 0
+        })
+        .await,
+        "dropping the handle cancelled the call on the node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scatter_returns_every_result_in_order_despite_a_node_dying() {
+    let master = master().await;
+    let victim = node(&master, Duration::from_millis(30)).await;
+    let _others = [
+        node(&master, Duration::from_millis(30)).await,
+        node(&master, Duration::from_millis(30)).await,
+    ];
+    let router = router(&master, 3, RouterConfig::default()).await;
+    let items: Vec<i64> = (0..90).collect();
+    let scatter = router.scatter(
+        items.clone(),
+        ScatterOptions {
+            concurrency: Some(6),
+            ..ScatterOptions::default()
+        },
+        |client, ctx, i| async move { client.sum(ctx, vec![i, 1000]).await },
+    );
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        victim.kill().await;
+    };
+    let (replies, ()) = tokio::join!(scatter, killer);
+    let replies = replies.unwrap();
+    let values: Vec<i64> = replies.iter().map(|r| r.value.clone().unwrap()).collect();
+    let expected: Vec<i64> = items.iter().map(|i| i + 1000).collect();
+    assert_eq!(values, expected, "complete, in order, no duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_deregisters_and_finishes_calls_in_flight() {
+    let master = master().await;
+    let leaving = node(&master, Duration::from_millis(500)).await;
+    let router = router(&master, 1, RouterConfig::default()).await;
+    let handles: Vec<_> = (0..5i64)
+        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            leaving.load().in_flight() == 5
+        })
+        .await
+    );
+    let registry = master.master.registry().clone();
+    let shutdown = tokio::spawn(leaving.shutdown());
+    assert!(
+        wait_until(Duration::from_secs(5), || async { registry.is_empty() }).await,
+        "the node left the registry at once, long before its lease ran out"
+    );
+    for (i, handle) in handles.into_iter().enumerate() {
+        assert_eq!(
+            handle.await.unwrap().value,
+            Ok(i as i64),
+            "call {i} finished"
+        );
+    }
+    shutdown.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_come_back_after_a_master_restart() {
+    let first = master().await;
+    let addr = first.master.local_addr().to_string();
+    let nodes = [
+        node_for(&addr, Duration::ZERO).await,
+        node_for(&addr, Duration::ZERO).await,
+    ];
+    first.shutdown().await;
+    let second = master_on(&addr).await;
+    let registry = second.master.registry().clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || async { registry.len() == 2 }).await,
+        "both nodes registered again with the new master"
+    );
+    let router = router(&second, 2, RouterConfig::default()).await;
+    let reply = router
+        .call(|client, ctx| async move { client.sum(ctx, vec![20, 22]).await })
+        .await
+        .unwrap();
+    assert_eq!(reply.value, Ok(42));
+    assert!(nodes.iter().any(|n| n.id() == reply.node.id.as_ref()));
+}
