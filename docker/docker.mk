@@ -43,6 +43,7 @@ docker: docker-bin
 	@mkdir -p $(DOCKER_CONTEXT)
 	cp $(DOCKER_BIN) $(DOCKER_CONTEXT)/distribution-demo
 	$(DOCKER) build -q -f $(DOCKER_DIR)/Dockerfile -t $(DOCKER_IMAGE) $(DOCKER_CONTEXT)
+	@$(DOCKER) image prune -f --filter label=org.opencontainers.image.title=distribution-demo >/dev/null
 	@$(DOCKER) image ls $(DOCKER_IMAGE) --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'
 
 docker-check-compose:
@@ -55,8 +56,8 @@ demo-up: docker docker-check-compose
 
 # Several /sum calls in parallel (each line names the node that answered), then /palindrom.
 demo-sum:
-	@for i in 1 2 3 4 5 6; do curl -sS -w '\n' --max-time 10 "$(DEMO_GATEWAY)/sum" & done; wait
-	@curl -sS -w '\n' --max-time 60 "$(DEMO_GATEWAY)/palindrom?n=2000"
+	@for i in 1 2 3 4 5 6; do curl -sS --max-time 10 "$(DEMO_GATEWAY)/sum" & done; wait
+	@curl -sS --max-time 60 "$(DEMO_GATEWAY)/palindrom?n=2000"
 
 demo-scale: docker-check-compose
 	@test -n "$(N)" || { echo "usage: make demo-scale N=5" >&2; exit 1; }

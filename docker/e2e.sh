@@ -15,7 +15,12 @@
 #                     TTL + 2 s, no request fails
 #   8 restart-master  `docker restart` the master: all running nodes listed again within 5 s
 #   9 partition       `docker network disconnect` a node: evicted within TTL + 2 s;
-#                     `docker network connect`: listed again
+#                     `docker network connect`: listed again within 15 s. Requests run meanwhile;
+#                     their failures are printed, and fail the step only with E2E_PARTITION_STRICT=1
+#
+# Knobs (environment): E2E_PROJECT, DIST_IMAGE, E2E_TTL_MS (3000), E2E_HEARTBEAT_MS (1000),
+# E2E_SUM_DELAY_MS (50), E2E_RUST_LOG (info), E2E_LOAD_MAX_REQUESTS (4000), E2E_LOAD_MAX_SECONDS (60),
+# E2E_REJOIN_BOUND_S (15), E2E_PARTITION_STRICT (0), COMPOSE (e.g. "docker compose").
 #
 # Needs: docker, docker-compose v1 or `docker compose` v2, python3 (HTTP and parallelism), and the
 # image (DIST_IMAGE, default distribution-demo:latest; `make docker` builds it).
@@ -349,7 +354,9 @@ step_scale_1() {
     t0=$(now)
     compose up -d --no-recreate --scale node=1 || rc=1
     log "    compose scaled down to 1 in $(since "$t0")s"
-    py wait-count "$REGISTRY" 1 "$EVICT_BOUND_S" "$t0" || rc=1
+    # Stopped nodes deregister before they exit, so the list should already be down to 1; the
+    # bound counts from compose's return, as compose itself can be slow on a loaded machine.
+    py wait-count "$REGISTRY" 1 "$EVICT_BOUND_S" "$(now)" || rc=1
     sleep 1
     load_stop scale-1 strict || rc=1
     return "$rc"
@@ -388,7 +395,8 @@ step_partition() {
     victim=$(running_nodes | head -n 1)
     ip=$(container_ip "$victim")
     [[ -n "$ip" ]] || { log "    no address for node container $victim"; return 1; }
-    # Requests keep running; failures here are reported, not judged (the issue asks for none).
+    # Requests keep running. Their failures are reported but only judged with
+    # E2E_PARTITION_STRICT=1: the issue asks for eviction and rejoin here, not for zero failures.
     load_start partition
     t0=$(now)
     docker network disconnect "$NETWORK_NAME" "$victim" || rc=1
@@ -400,7 +408,11 @@ step_partition() {
     log "    reconnected it, now at ${new_ip:-?}"
     py wait-present "$REGISTRY" "$new_ip" "${E2E_REJOIN_BOUND_S:-15}" "$t0" || rc=1
     py wait-count "$REGISTRY" "$n" "${E2E_REJOIN_BOUND_S:-15}" "$t0" || rc=1
-    load_stop partition info
+    if [[ "${E2E_PARTITION_STRICT:-0}" == 1 ]]; then
+        load_stop partition strict || rc=1
+    else
+        load_stop partition info
+    fi
     return "$rc"
 }
 

@@ -59,3 +59,24 @@ pub fn start_node(
     let server = CalcServer { sum_delay };
     distribution_node::start(listener, config, handler!(server.serve()))
 }
+
+/// Starts a node whose every call fails: it aborts each call with an error instead of computing.
+/// For fault-injection tests (`distribution-demo node --faulty`): the router must route around it.
+pub fn start_faulty_node(
+    listener: TcpListener,
+    config: NodeConfig,
+) -> Result<NodeHandle, distribution_node::MasterError> {
+    distribution_node::start(
+        listener,
+        config,
+        |_ctx, _req: crate::service::CalcRequest| async move {
+            Err::<crate::service::CalcResponse, _>(tarpc::ServerError::new(
+                std::io::ErrorKind::Other,
+                FAULTY.into(),
+            ))
+        },
+    )
+}
+
+/// What a `--faulty` node answers to every call.
+pub const FAULTY: &str = "injected fault: this node fails every call";

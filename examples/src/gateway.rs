@@ -11,11 +11,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router as HttpRouter};
-use distribution_master::{CallError, NodeRef, Router, ScatterOptions};
+use distribution_master::{CallError, CallOptions, NodeRef, Router, ScatterOptions};
 use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};
 use crate::service::{CalcClient, SumError};
+
+/// How long one node may take to answer a `/sum` before the gateway tries another: well above
+/// the demo's simulated delay (1 s in the Go original), well below the 10 s deadline.
+pub const SUM_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The most values one `/sum` accepts.
 pub const MAX_VALUES: usize = 10_000;
@@ -126,8 +130,14 @@ async fn sum(
         }
     };
     let sent = values.clone();
+    // Sums are pure, so the call is idempotent: retried elsewhere if a node aborts, leaves, or
+    // does not answer within SUM_ATTEMPT_TIMEOUT (a hung or cut-off node).
+    let options = CallOptions {
+        attempt_timeout: Some(SUM_ATTEMPT_TIMEOUT),
+        ..CallOptions::default().idempotent()
+    };
     let reply = router
-        .call(move |client, ctx| {
+        .call_with(options, move |client, ctx| {
             let values = sent.clone();
             async move { client.sum(ctx, values).await }
         })
@@ -160,9 +170,12 @@ async fn palindrom(
     let n = parse_n(params.get("n")).map_err(|e| bad_request(e, json))?;
     let parts = palindrome::chunks(n, router.len());
     let chunk_count = parts.len();
-    let mut options = ScatterOptions::default();
     // A chunk of 2^33 / 8 numbers takes about a second per core; leave room for slow machines.
-    options.call.deadline = Some(std::time::Duration::from_secs(120));
+    // Counting is pure, so chunks are idempotent: retried elsewhere if a node aborts or hangs.
+    let options = ScatterOptions {
+        call: CallOptions::deadline(std::time::Duration::from_secs(120)).idempotent(),
+        ..ScatterOptions::default()
+    };
     let replies = router
         .scatter(parts, options, |client, ctx, (start, end)| async move {
             client.palindromes(ctx, start, end).await

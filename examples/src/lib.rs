@@ -5,12 +5,15 @@
 //!
 //! - `master`: the registry on `:3000` plus an HTTP gateway on `:3001` answering `/sum` and
 //!   `/palindrom` by routing calls to the nodes ([`gateway`]);
-//! - `node --master HOST:PORT`: a node serving the [`service::Calc`] service.
+//! - `node --master HOST:PORT`: a node serving the [`service::Calc`] service;
+//! - `client --master HOST:PORT sum|palindrome|watch`: a job run from its own process through a
+//!   remote router that calls the nodes directly ([`client`]).
 //!
 //! The pieces: [`service`] (the tarpc service and its node-side implementation), [`palindrome`]
 //! (the counting and the chunking), [`gateway`] (the HTTP endpoints), [`cluster`] (start a master
 //! with its gateway, or a node, on already-bound listeners: what the binary and the tests call).
 
+pub mod client;
 pub mod cluster;
 pub mod gateway;
 pub mod palindrome;

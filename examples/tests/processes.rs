@@ -1,93 +1,20 @@
 //! The demo program as real OS processes: a master and nodes started from the built binary,
 //! nodes SIGKILLed and SIGTERMed while the gateway is under load.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use distribution_shared::wire::NodeList;
 
-const DEMO: &str = env!("CARGO_BIN_EXE_distribution-demo");
+mod support;
 
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Proc(Child);
+use support::procs::{Proc, start_master as start_master_with, start_node as start_node_with};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-/// Starts `distribution-demo master` on port 0 and reads the registry's and gateway's
-/// addresses from its log.
 fn start_master(interval_ms: u64) -> (Proc, String, String) {
-    let mut child = Command::new(DEMO)
-        .args([
-            "master",
-            "--registry",
-            "127.0.0.1:0",
-            "--gateway",
-            "127.0.0.1:0",
-        ])
-        .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains("listening") {
-                let _ = tx.send(line.clone());
-            }
-        }
-    });
-    let mut registry = None;
-    let mut gateway = None;
-    while registry.is_none() || gateway.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("master starts");
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap();
-        if line.contains("master listening") {
-            registry = Some(addr.to_string());
-        } else if line.contains("gateway listening") {
-            gateway = Some(addr.to_string());
-        }
-    }
-    (Proc(child), registry.unwrap(), gateway.unwrap())
+    start_master_with(interval_ms, &[])
 }
 
 fn start_node(registry: &str, sum_delay_ms: u64) -> Proc {
-    let child = Command::new(DEMO)
-        .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
-        .args(["--sum-delay-ms", &sum_delay_ms.to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Proc(child)
+    start_node_with(registry, &["--sum-delay-ms", &sum_delay_ms.to_string()])
 }
 
 async fn nodes(registry: &str) -> NodeList {

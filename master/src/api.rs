@@ -6,26 +6,30 @@
 //! | `PUT /v1/nodes/{id}/heartbeat`| `Heartbeat`     | `200` + `Lease`, `404` if unknown   |
 //! | `DELETE /v1/nodes/{id}`       |                 | `204`, `404` if unknown             |
 //! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
+//! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
 //!
 //! Every refusal is a 4xx with `{"error": "..."}` and leaves the registry unchanged.
 
 use std::net::SocketAddr;
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use distribution_shared::defaults;
 use distribution_shared::wire::{Heartbeat, Lease, NodeList, RegisterRequest};
+use serde::Deserialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::MasterConfig;
 use crate::error::ApiError;
 use crate::registry::{Registration, Registry};
+use crate::watch::{BlockingQuery, Watchers};
 
 /// The header that carries the registry's index on `GET /v1/nodes`.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-index");
@@ -38,26 +42,44 @@ pub const MAX_CAPACITY: u32 = 1_000_000;
 /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: registration reads the
 /// connection's peer address.
 pub fn routes(registry: Registry, config: &MasterConfig) -> Router {
-    Router::new()
-        .route("/v1/nodes", post(register).get(list))
+    routes_until(registry, config, CancellationToken::new())
+}
+
+/// [`routes`] whose blocking queries (`GET /v1/nodes?index=N`) answer at once when `shutdown` is
+/// cancelled, so that a graceful shutdown does not wait for them to time out.
+///
+/// Blocking queries are outside the request timeout: they last up to their `wait`, which is
+/// bounded by [`crate::watch::MAX_WAIT`], and a `GET` has no body that a client could trickle.
+pub fn routes_until(
+    registry: Registry,
+    config: &MasterConfig,
+    shutdown: CancellationToken,
+) -> Router {
+    let bounded = Router::new()
+        .route("/v1/nodes", post(register))
         .route("/v1/nodes/{id}/heartbeat", put(heartbeat))
         .route("/v1/nodes/{id}", axum::routing::delete(deregister))
         .route("/health", get(health))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
-        ))
+        ));
+    Router::new()
+        .route("/v1/nodes", get(list))
+        .merge(bounded)
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(Extension(Watchers::new(shutdown)))
         .with_state(registry)
 }
 
 async fn register(
     State(registry): State<Registry>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<RegisterRequest>, JsonRejection>,
+    body: Result<Json<Object<RegisterRequest>>, JsonRejection>,
 ) -> Result<Json<Lease>, ApiError> {
-    let Json(req) = body?;
+    let Json(Object(req)) = body?;
     let reg = validate(req, peer)?;
     Ok(Json(registry.register(reg)?))
 }
@@ -65,10 +87,10 @@ async fn register(
 async fn heartbeat(
     State(registry): State<Registry>,
     id: Result<Path<String>, PathRejection>,
-    body: Result<Json<Heartbeat>, JsonRejection>,
+    body: Result<Json<Object<Heartbeat>>, JsonRejection>,
 ) -> Result<Json<Lease>, ApiError> {
     let Path(id) = id?;
-    let Json(beat) = body?;
+    let Json(Object(beat)) = body?;
     if beat.capacity == Some(0) || beat.capacity.is_some_and(|c| c > MAX_CAPACITY) {
         return Err(ApiError::bad_request(format!(
             "capacity must be between 1 and {MAX_CAPACITY}"
@@ -89,8 +111,25 @@ async fn deregister(
     }
 }
 
-async fn list(State(registry): State<Registry>) -> Response {
-    node_list_response(registry.list(Instant::now()))
+/// The query parameters of `GET /v1/nodes`; others are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    index: Option<String>,
+    wait: Option<String>,
+}
+
+async fn list(
+    State(registry): State<Registry>,
+    Extension(watchers): Extension<Watchers>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    if let Some(query) =
+        BlockingQuery::from_params(params.index.as_deref(), params.wait.as_deref())?
+    {
+        watchers.wait(&registry, query).await?;
+    }
+    Ok(node_list_response(registry.list(Instant::now())))
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.
@@ -101,6 +140,42 @@ pub fn node_list_response(list: NodeList) -> Response {
 
 async fn health(State(registry): State<Registry>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "nodes": registry.len() }))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed on this path; see the table in the API docs".into(),
+    }
+}
+
+/// A request body that must be a JSON object. serde's derived `Deserialize` also builds a struct
+/// from an array of its fields in order (`[1, 2, 3]` as a heartbeat), which would let a
+/// wrong-typed body through; this wrapper refuses anything but `{...}` and then decodes `T` from
+/// the object itself, so unknown and duplicate fields are still refused.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -165,6 +240,10 @@ fn validate_addr(addr: &str) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("addr must be at most 255 bytes long"));
     }
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    // Digits only: `u16::from_str` also takes a sign (`h:+80`), which other dialers refuse.
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let port: u16 = port.parse().map_err(|_| bad())?;
     let host_ok = !host.is_empty()
         && host

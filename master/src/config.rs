@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use distribution_shared::defaults;
 
+use crate::http::HttpOptions;
+
 /// How the master runs its registry. `MasterConfig::default()` gives the documented defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MasterConfig {
     /// How often nodes must heartbeat (told to each node when it registers). Default 1 s.
     pub heartbeat_interval: Duration,
@@ -18,6 +20,11 @@ pub struct MasterConfig {
     /// How long one HTTP request may take, reading included. Default 10 s (long enough for the
     /// slowest honest client, short enough to drop one that trickles).
     pub request_timeout: Duration,
+    /// The cluster secret: when set, every `/v1/...` request must carry
+    /// `Authorization: Bearer <secret>` (see [`crate::auth`]). Never logged.
+    pub secret: Option<String>,
+    /// Connection limits of the HTTP server (see [`crate::http`]).
+    pub http: HttpOptions,
 }
 
 impl Default for MasterConfig {
@@ -35,6 +42,22 @@ impl MasterConfig {
             max_nodes: defaults::MAX_NODES,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(10),
+            secret: None,
+            http: HttpOptions::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for MasterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterConfig")
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("ttl", &self.ttl)
+            .field("max_nodes", &self.max_nodes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("http", &self.http)
+            .finish()
     }
 }

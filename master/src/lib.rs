@@ -16,23 +16,31 @@
 //! - [`registry`] holds the nodes, their leases and load; it publishes a [`Membership`] snapshot
 //!   at every change.
 //! - [`lease`] evicts nodes whose heartbeats stopped for the TTL.
-//! - [`api`] is the HTTP API nodes talk to (`/v1/nodes`), with [`error`] mapping refusals to 4xx.
+//! - [`api`] is the HTTP API nodes talk to (`/v1/nodes`), with [`error`] mapping refusals to 4xx;
+//!   [`watch`] makes `GET /v1/nodes?index=N&wait=30s` a blocking query that answers on a change.
 //! - [`router`] turns a membership feed into least-used, failover-safe tarpc calls:
 //!   [`Router::call`] (sync), [`Router::spawn`] (async, a [`CallHandle`]), [`Router::scatter`].
 //! - [`server`] ties them together in a [`Master`] running on an already-bound listener.
+//! - [`remote`] gives any other process the same [`Router`], fed by a blocking query on a
+//!   master's node list: [`remote::connect`].
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod lease;
 pub mod membership;
 pub mod registry;
+pub mod remote;
 pub mod router;
 pub mod server;
+pub mod watch;
 
 pub use config::MasterConfig;
 pub use membership::{LoadReport, Member, Membership};
 pub use registry::Registry;
+pub use remote::{ConnectError, RemoteConfig};
 pub use router::{
     CallError, CallHandle, CallOptions, NodeRef, NodeStats, Reply, Router, RouterConfig,
     ScatterError, ScatterOptions,

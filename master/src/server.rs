@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::MasterConfig;
 use crate::registry::Registry;
 use crate::router::{Router, RouterConfig};
-use crate::{api, lease};
+use crate::auth::{self, Secret};
+use crate::{api, http, lease};
 
 /// A running master: the registry API on its listener, the lease reaper, and a handle to the
 /// registry for in-process routers.
@@ -40,14 +41,24 @@ impl Master {
         let registry = Registry::new(&config);
         let shutdown = CancellationToken::new();
         tokio::spawn(lease::run_reaper(registry.clone(), shutdown.clone()));
-        let app = api::routes(registry.clone(), &config)
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let mut app = api::routes_until(registry.clone(), &config, shutdown.clone());
+        match &config.secret {
+            Some(secret) => {
+                app = app.layer(axum::middleware::from_fn_with_state(
+                    Secret::new(secret),
+                    auth::require_secret,
+                ));
+            }
+            None => tracing::warn!(
+                "the registry is open: anyone who reaches it can join the cluster (set a secret)"
+            ),
+        }
+        let server = tokio::spawn(http::serve(
+            listener,
+            app,
+            config.http.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %local_addr, interval_ms = config.heartbeat_interval.as_millis() as u64,
             ttl_ms = config.ttl.as_millis() as u64, "master listening");
         Ok(Self {

@@ -1,11 +1,22 @@
 //! [`NodeConfig`]: where the master is, how the node presents itself, and its limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use distribution_shared::defaults;
+use distribution_shared::tokio_rustls::rustls;
+
+/// A node's TLS: how it serves its tarpc port and how it dials the master.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// Serves the tarpc port (with client certificates required for mutual TLS).
+    pub server: Arc<rustls::ServerConfig>,
+    /// Dials the master's HTTPS API (the cluster CA, and this node's certificate).
+    pub client: Arc<rustls::ClientConfig>,
+}
 
 /// How a node runs. Build it with [`NodeConfig::new`] and adjust the public fields.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The master's registry API: `host:port` or `http://host:port`.
     pub master: String,
@@ -25,6 +36,13 @@ pub struct NodeConfig {
     pub master_timeout: Duration,
     /// The heartbeat interval used until the master states its own. Default 1 s.
     pub heartbeat_interval: Duration,
+    /// How many callers' connections the node serves at once. Default 1024.
+    pub max_connections: usize,
+    /// TLS: serve the tarpc port under TLS and dial the master over HTTPS. `None`: plain TCP.
+    pub tls: Option<NodeTls>,
+    /// The cluster secret the master expects (`Authorization: Bearer`), if it has one.
+    /// Never logged.
+    pub secret: Option<String>,
 }
 
 impl NodeConfig {
@@ -39,17 +57,41 @@ impl NodeConfig {
             drain_timeout: defaults::DRAIN_TIMEOUT,
             master_timeout: Duration::from_secs(2),
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
+            secret: None,
+            max_connections: 1024,
+            tls: None,
         }
     }
 
-    /// The master's base URL (`http://host:port`, no trailing slash).
+    /// The master's base URL, no trailing slash: `master` as given when it has a scheme, else
+    /// `https://master` under TLS and `http://master` without.
     pub fn master_url(&self) -> String {
         let master = self.master.trim_end_matches('/');
         if master.starts_with("http://") || master.starts_with("https://") {
             master.to_owned()
+        } else if self.tls.is_some() {
+            format!("https://{master}")
         } else {
             format!("http://{master}")
         }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("master", &self.master)
+            .field("id", &self.id)
+            .field("advertise", &self.advertise)
+            .field("capacity", &self.capacity)
+            .field("max_frame_len", &self.max_frame_len)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("master_timeout", &self.master_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish()
     }
 }
 

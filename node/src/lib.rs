@@ -33,7 +33,7 @@ pub mod master_client;
 pub mod server;
 pub mod shutdown;
 
-pub use config::NodeConfig;
+pub use config::{NodeConfig, NodeTls};
 pub use distribution_shared::tarpc;
 pub use load::{AT_CAPACITY, Load};
 pub use master_client::MasterError;

@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use futures::FutureExt;
 use tarpc::server::Serve;
 use tarpc::{RequestName, ServerError};
 use tokio::sync::Notify;
@@ -97,6 +99,9 @@ impl Drop for CallGuard {
 /// takes it as "try another node", since the node did no work.
 pub const AT_CAPACITY: &str = "node at capacity";
 
+/// The detail of the error a node answers when the call's handler panicked (kind `Other`).
+pub const HANDLER_PANICKED: &str = "the call's handler panicked";
+
 /// A service handler wrapped to keep the node's [`Load`].
 pub(crate) struct Counted<Req, Resp, F> {
     handler: F,
@@ -140,6 +145,21 @@ where
                 AT_CAPACITY.into(),
             ));
         };
-        (self.handler)(ctx, req).await
+        // A panicking handler must not leave the caller waiting for its deadline: it answers
+        // an error like any other failure, and the node goes on serving.
+        let handler = &self.handler;
+        match AssertUnwindSafe(async move { handler(ctx, req).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!("a call handler panicked");
+                Err(ServerError::new(
+                    std::io::ErrorKind::Other,
+                    HANDLER_PANICKED.into(),
+                ))
+            }
+        }
     }
 }

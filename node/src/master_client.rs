@@ -1,6 +1,9 @@
 //! [`MasterClient`]: the node's side of the master's HTTP API (register, heartbeat, leave).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use distribution_shared::tokio_rustls::rustls;
 
 use distribution_shared::wire::{ErrorBody, Heartbeat, Lease, RegisterRequest};
 use reqwest::StatusCode;
@@ -32,12 +35,33 @@ pub struct MasterClient {
 }
 
 impl MasterClient {
-    /// A client of the master at `base` (`http://host:port`), each request bounded by `timeout`.
-    pub fn new(base: String, timeout: Duration) -> Result<Self, MasterError> {
-        let http = reqwest::Client::builder()
+    /// A client of the master at `base` (`http://host:port` or `https://…`), each request
+    /// bounded by `timeout`, presenting `secret` as a bearer token when there is one and dialling
+    /// HTTPS with `tls` (the cluster CA, and this node's certificate for mutual TLS).
+    pub fn new(
+        base: String,
+        timeout: Duration,
+        secret: Option<&str>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, MasterError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(secret) = secret {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {secret}"))
+                .map_err(|_| MasterError::Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    message: "the cluster secret must be visible ASCII".into(),
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .build()?;
+            .default_headers(headers);
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls((*tls).clone());
+        }
+        let http = builder.build()?;
         Ok(Self { http, base })
     }
 

@@ -15,11 +15,14 @@ use std::time::Duration;
 
 use distribution_shared::transport;
 use distribution_shared::wire::RegisterRequest;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::{ClientMessage, RequestName, Response, ServerError};
-use tokio::net::{TcpListener, TcpStream};
+use distribution_shared::stream::{self, Stream};
+use distribution_shared::tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +33,9 @@ use crate::config::NodeConfig;
 use crate::heartbeat;
 use crate::load::{Counted, Load};
 use crate::master_client::{MasterClient, MasterError};
+
+/// How long a caller may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the node must be idle before it closes its connections during a graceful shutdown.
 const LINGER: Duration = Duration::from_millis(100);
@@ -120,7 +126,15 @@ where
         .id
         .clone()
         .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
-    let master = MasterClient::new(config.master_url(), config.master_timeout)?;
+    let master = MasterClient::new(
+        config.master_url(),
+        config.master_timeout,
+        config.secret.as_deref(),
+        config.tls.as_ref().map(|tls| tls.client.clone()),
+    )?;
+    if config.secret.is_none() && config.tls.is_none() {
+        warn!("no cluster secret and no TLS: this node is open to any caller and any master");
+    }
     let load = Arc::new(Load::new(config.capacity));
     let (registered_tx, registered) = watch::channel(false);
     let graceful = CancellationToken::new();
@@ -215,18 +229,26 @@ impl Lifecycle {
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
         let mut backoff = Duration::from_millis(10);
+        let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let acceptor = self.config.tls.as_ref().map(|tls| TlsAcceptor::from(tls.server.clone()));
         loop {
+            // At the connection limit, stop accepting until a connection closes: excess callers
+            // wait in the listen backlog instead of costing memory here.
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
             match listener.accept().await {
-                Ok((stream, peer)) => {
+                Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
-                    let _ = stream.set_nodelay(true);
                     debug!(%peer, "caller connected");
-                    connections.spawn(serve_connection(
-                        stream,
-                        self.config.max_frame_len,
-                        service.clone(),
-                        self.kill.clone(),
-                    ));
+                    let (acceptor, service, kill) =
+                        (acceptor.clone(), service.clone(), self.kill.clone());
+                    let max_frame_len = self.config.max_frame_len;
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
+                            Ok(stream) => serve_connection(stream, max_frame_len, service, kill).await,
+                            Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
+                        }
+                    });
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -267,7 +289,7 @@ impl Lifecycle {
 /// Serves one caller's connection until it closes or the node is killed. Each request runs in
 /// its own task, so a slow call does not hold up the others on the connection.
 async fn serve_connection<Req, Resp, F, Fut>(
-    stream: TcpStream,
+    stream: Stream,
     max_frame_len: usize,
     service: Counted<Req, Resp, F>,
     kill: CancellationToken,
@@ -278,7 +300,8 @@ async fn serve_connection<Req, Resp, F, Fut>(
     Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
     let transport =
-        transport::framed::<_, ClientMessage<Req>, Response<Resp>>(stream, max_frame_len);
+        transport::framed::<_, ClientMessage<Req>, Response<Resp>>(stream, max_frame_len)
+            .map_ok(clamp_deadline);
     let requests = BaseChannel::with_defaults(transport).execute(service);
     let calls = TaskTracker::new();
     let serve = requests.for_each(|call| {
@@ -291,4 +314,21 @@ async fn serve_connection<Req, Resp, F, Fut>(
     kill.run_until_cancelled(serve).await;
     calls.close();
     calls.wait().await;
+}
+
+/// The furthest deadline the node accepts from a caller: one year from now. tarpc's server keeps
+/// each request's deadline in a timer wheel that panics on deadlines more than about 2.2 years
+/// away (taking the whole connection down, every caller's calls on it included); a caller asking
+/// for more gets this instead.
+const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Brings a request's deadline within [`MAX_DEADLINE`].
+fn clamp_deadline<Req>(mut message: ClientMessage<Req>) -> ClientMessage<Req> {
+    if let ClientMessage::Request(request) = &mut message {
+        let latest = std::time::Instant::now() + MAX_DEADLINE;
+        if request.context.deadline > latest {
+            request.context.deadline = latest;
+        }
+    }
+    message
 }

@@ -8,14 +8,20 @@
 //! - [`transport`]: how a tarpc connection is framed and encoded (length-delimited bincode with a
 //!   bounded frame length), kept in one place so both ends always match;
 //! - [`service`]: the [`ServiceClient`] trait that lets the router build any tarpc client generated
-//!   by `#[tarpc::service]` on top of that transport.
+//!   by `#[tarpc::service]` on top of that transport;
+//! - [`stream`]: a connection in the clear or under TLS, and how to open or accept one;
+//! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`).
 //!
 //! `master/` and `node/` both depend on this crate and never on each other.
 
 pub mod defaults;
 pub mod service;
+pub mod stream;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 
 pub use service::ServiceClient;
+pub use stream::Stream;
+pub use tokio_rustls;
 pub use tarpc;

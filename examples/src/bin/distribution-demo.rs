@@ -1,8 +1,11 @@
-//! `distribution-demo`: the demo program, as `master` (registry + gateway) or `node`.
+//! `distribution-demo`: the demo program, as `master` (registry + gateway), `node`, or `client`.
 //!
 //! ```text
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
+//! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
+//! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
+//! distribution-demo client --master HOST:PORT watch
 //! ```
 
 use std::io::IsTerminal;
@@ -10,11 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use distribution_examples::cluster::{DemoMaster, start_node};
+use distribution_examples::client;
+use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
+use distribution_examples::gateway::{parse_n, parse_values};
 use distribution_master::{MasterConfig, RouterConfig};
 use distribution_node::NodeConfig;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -65,18 +71,70 @@ enum Role {
         /// Simulated work time of each `sum`, in milliseconds (the Go example slept 1000).
         #[arg(long, env = "DIST_SUM_DELAY_MS", default_value_t = 0)]
         sum_delay_ms: u64,
+        /// Fault injection: abort every call with an error (for testing failure handling).
+        #[arg(long, hide = true)]
+        faulty: bool,
     },
+    /// Run a job from this process against a running cluster: the calls go to the nodes
+    /// directly, routed by a router that follows the master's node list.
+    Client {
+        /// The master's registry API, HOST:PORT.
+        #[arg(long, env = "DIST_MASTER")]
+        master: String,
+        /// The cluster secret, if the master has one.
+        #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[command(subcommand)]
+        job: Job,
+    },
+}
+
+#[derive(Subcommand)]
+enum Job {
+    /// Add values on the nodes (the same sum, --repeat times).
+    Sum {
+        /// The values to add, comma-separated.
+        #[arg(long, default_value = "2,4,6", allow_hyphen_values = true)]
+        values: String,
+        /// How many times to run the sum.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        repeat: u64,
+        /// How many calls run at once (default: two per node).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        concurrency: Option<u64>,
+    },
+    /// Count the binary palindromes from 0 to n, in chunks spread over the nodes.
+    Palindrome {
+        /// The upper bound (at most 2^33).
+        #[arg(long)]
+        n: String,
+        /// How many chunks run at once (default: two per node).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        concurrency: Option<u64>,
+    },
+    /// Print the node set as a JSON line now and at every change, until interrupted.
+    Watch,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A client's stdout carries its output (the summary, JSON lines): its logs go to stderr, and
+    // only warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
+    let client = matches!(cli.role, Role::Client { .. });
+    let (writer, level) = if client {
+        (BoxMakeWriter::new(std::io::stderr), "warn")
+    } else {
+        (BoxMakeWriter::new(std::io::stdout), "info")
+    };
     tracing_subscriber::fmt()
+        .with_writer(writer)
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
         )
         .init();
-    match Cli::parse().role {
+    match cli.role {
         Role::Master {
             registry,
             gateway,
@@ -105,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             id,
             capacity,
             sum_delay_ms,
+            faulty,
         } => {
             let listener = TcpListener::bind(&listen)
                 .await
@@ -113,13 +172,60 @@ async fn main() -> anyhow::Result<()> {
             config.advertise = advertise;
             config.id = id;
             config.capacity = capacity;
-            let node = start_node(listener, config, Duration::from_millis(sum_delay_ms))?;
+            let node = if faulty {
+                start_faulty_node(listener, config)?
+            } else {
+                start_node(listener, config, Duration::from_millis(sum_delay_ms))?
+            };
             let stop = node.shutdown_token();
             tokio::select! {
                 _ = distribution_node::shutdown::signal() => node.shutdown().await,
                 _ = stop.cancelled() => node.stopped().await,
             }
         }
+        Role::Client {
+            master,
+            secret,
+            job,
+        } => run_client(&master, secret, job).await?,
     }
+    Ok(())
+}
+
+/// Runs a client job and prints its summary (or, for `watch`, the node sets as JSON lines).
+async fn run_client(master: &str, secret: Option<String>, job: Job) -> anyhow::Result<()> {
+    let summary = match job {
+        Job::Watch => {
+            let config = distribution_master::remote::RemoteConfig {
+                secret,
+                ..Default::default()
+            };
+            let feed = distribution_master::remote::follow(master, &config).await?;
+            tokio::select! {
+                result = client::watch(feed, std::io::stdout()) => result?,
+                _ = distribution_node::shutdown::signal() => {}
+            }
+            return Ok(());
+        }
+        Job::Sum {
+            values,
+            repeat,
+            concurrency,
+        } => {
+            let values = parse_values(&values).map_err(anyhow::Error::msg)?;
+            let router = client::connect(master, secret).await?;
+            let progress = client::progress_bar(repeat);
+            let concurrency = concurrency.map(|c| c as usize);
+            client::run_sum(&router, values, repeat, concurrency, &progress).await?
+        }
+        Job::Palindrome { n, concurrency } => {
+            let n = parse_n(Some(&n)).map_err(anyhow::Error::msg)?;
+            let router = client::connect(master, secret).await?;
+            let progress = client::progress_bar(2);
+            let concurrency = concurrency.map(|c| c as usize);
+            client::run_palindrome(&router, n, concurrency, &progress).await?
+        }
+    };
+    print!("{summary}");
     Ok(())
 }

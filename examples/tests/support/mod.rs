@@ -2,6 +2,8 @@
 //! 127.0.0.1 port 0, and bounded waits.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distribution_shared::ServiceClient;
+use distribution_shared::stream;
+use distribution_shared::tls::ClientTls;
 use rand::Rng;
-use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::error::NodeRef;
 use crate::membership::{LoadReport, Member};
@@ -27,12 +29,17 @@ pub(crate) struct Endpoint<C> {
     generation: AtomicU64,
     dial: tokio::sync::Mutex<()>,
     ejection: Mutex<Ejection>,
+    /// Cancelled when the node leaves the membership (evicted, deregistered or moved).
+    removed: CancellationToken,
 }
 
 #[derive(Debug, Default)]
 struct Ejection {
     until: Option<Instant>,
+    /// Consecutive ejections, for the growing backoff.
     strikes: u32,
+    /// Consecutive calls the node aborted, for failure accrual.
+    errors: u32,
 }
 
 /// How long an endpoint stays out of routing after failures.
@@ -56,7 +63,21 @@ impl<C: ServiceClient> Endpoint<C> {
             generation: AtomicU64::new(0),
             dial: tokio::sync::Mutex::new(()),
             ejection: Mutex::new(Ejection::default()),
+            removed: CancellationToken::new(),
         }
+    }
+
+    /// Marks the node as gone from the membership: idempotent calls still waiting on it are
+    /// retried elsewhere at once instead of waiting for their deadline (an evicted node may be
+    /// unreachable with its connections still open, e.g. after a network cut).
+    pub(crate) fn remove(&self) {
+        self.removed.cancel();
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Completes when the node leaves the membership.
+    pub(crate) fn removed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.removed.cancelled()
     }
 
     /// Whether this endpoint stands for `member` (same id, same address).
@@ -118,9 +139,23 @@ impl<C: ServiceClient> Endpoint<C> {
         tracing::warn!(node = %self.node, strikes = ejection.strikes, pause_ms = pause.as_millis() as u64, "node ejected from routing");
     }
 
+    /// Counts a call the node aborted; `threshold` in a row eject the node (0: never).
+    pub(crate) fn record_error(&self, threshold: u32, backoff: Backoff) {
+        let errors = {
+            let mut ejection = self.ejection();
+            ejection.errors = ejection.errors.saturating_add(1);
+            ejection.errors
+        };
+        if threshold != 0 && errors >= threshold {
+            self.ejection().errors = 0;
+            self.mark_failed(None, backoff);
+        }
+    }
+
     /// Clears the failure record after a call succeeded.
     pub(crate) fn mark_ok(&self) {
         let mut ejection = self.ejection();
+        ejection.errors = 0;
         if ejection.strikes != 0 {
             tracing::info!(node = %self.node, "node back in routing");
             *ejection = Ejection::default();
@@ -133,6 +168,7 @@ impl<C: ServiceClient> Endpoint<C> {
         &self,
         connect_timeout: Duration,
         max_frame_len: usize,
+        tls: Option<&ClientTls>,
     ) -> std::io::Result<(u64, C)> {
         if let Some(found) = self.cached() {
             return Ok(found);
@@ -141,15 +177,7 @@ impl<C: ServiceClient> Endpoint<C> {
         if let Some(found) = self.cached() {
             return Ok(found);
         }
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&*self.node.addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect timed out after {connect_timeout:?}"),
-                )
-            })??;
-        stream.set_nodelay(true)?;
+        let stream = stream::connect(&self.node.addr, tls, connect_timeout).await?;
         let client = C::from_stream(stream, max_frame_len);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, client.clone()));

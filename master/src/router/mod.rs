@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use distribution_shared::tls::ClientTls;
 use distribution_shared::{ServiceClient, defaults};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -59,6 +60,21 @@ pub struct RouterConfig {
     pub eject_base: Duration,
     /// The longest ejection. 30 s.
     pub eject_max: Duration,
+    /// How long one attempt of an **idempotent** call may go unanswered before the router gives
+    /// up on that node and tries another (within the call's deadline). It has no effect on other
+    /// calls, which must not run twice. `None` (the default): an attempt may use the whole
+    /// deadline, right for long computations. Set it for short calls, so that a hung node (alive
+    /// TCP, no answers) costs a retry instead of a failed call.
+    pub attempt_timeout: Option<Duration>,
+    /// Whether calls are idempotent: then a call the node aborted (`CallError::Remote`) or that
+    /// timed out an attempt is retried on another node too. Default `false`: only calls that
+    /// failed in transport are retried.
+    pub idempotent: bool,
+    /// Consecutive aborted calls after which a node is ejected, as Finagle's failure accrual. 5.
+    pub eject_after_errors: u32,
+    /// TLS to the nodes: the cluster CA (and this caller's certificate, for mutual TLS).
+    /// `None`: plain TCP.
+    pub tls: Option<ClientTls>,
     /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
     pub seed: Option<u64>,
 }
@@ -72,6 +88,10 @@ impl Default for RouterConfig {
             max_frame_len: defaults::MAX_FRAME_LEN,
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
+            attempt_timeout: None,
+            idempotent: false,
+            eject_after_errors: 5,
+            tls: None,
             seed: None,
         }
     }
@@ -84,6 +104,10 @@ pub struct CallOptions {
     pub deadline: Option<Duration>,
     /// How many nodes the call may try.
     pub attempts: Option<u32>,
+    /// Overrides [`RouterConfig::attempt_timeout`].
+    pub attempt_timeout: Option<Duration>,
+    /// Overrides [`RouterConfig::idempotent`].
+    pub idempotent: Option<bool>,
 }
 
 impl CallOptions {
@@ -91,7 +115,15 @@ impl CallOptions {
     pub fn deadline(deadline: Duration) -> Self {
         Self {
             deadline: Some(deadline),
-            attempts: None,
+            ..Self::default()
+        }
+    }
+
+    /// These options, marked idempotent (retried on aborted and timed-out attempts too).
+    pub fn idempotent(self) -> Self {
+        Self {
+            idempotent: Some(true),
+            ..self
         }
     }
 }
@@ -149,8 +181,18 @@ impl<C> Drop for Shared<C> {
 }
 
 enum Attempt {
-    Retry(String),
+    /// The attempt failed in a way another node may not: try one.
+    Retry(CallError),
+    /// The call is over.
     Fail(CallError),
+}
+
+/// What one call may do, resolved from the router's config and the call's options.
+struct Plan {
+    deadline: Instant,
+    budget: Duration,
+    attempt_timeout: Option<Duration>,
+    idempotent: bool,
 }
 
 impl<C: ServiceClient> Router<C> {
@@ -248,10 +290,15 @@ impl<C: ServiceClient> Router<C> {
     {
         let config = &self.shared.config;
         let budget = options.deadline.unwrap_or(config.deadline);
-        let deadline = Instant::now() + budget;
+        let plan = Plan {
+            deadline: Instant::now() + budget,
+            budget,
+            attempt_timeout: options.attempt_timeout.or(config.attempt_timeout),
+            idempotent: options.idempotent.unwrap_or(config.idempotent),
+        };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
         let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last_failure: Option<(NodeRef, String)> = None;
+        let mut last_failure: Option<CallError> = None;
         for attempt in 1..=attempts {
             let Some(in_flight) = self.shared.pick(&tried) else {
                 break;
@@ -260,7 +307,7 @@ impl<C: ServiceClient> Router<C> {
             tried.push(endpoint.node.id.clone());
             let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
             let result = self
-                .attempt(&endpoint, deadline, budget, &f)
+                .attempt(&endpoint, &plan, &f)
                 .instrument(span)
                 .await;
             match result {
@@ -274,18 +321,19 @@ impl<C: ServiceClient> Router<C> {
                     });
                 }
                 Err(Attempt::Fail(err)) => return Err(err),
-                Err(Attempt::Retry(reason)) => {
-                    tracing::debug!(%reason, "attempt failed, trying another node");
-                    last_failure = Some((endpoint.node.clone(), reason));
+                Err(Attempt::Retry(err)) => {
+                    tracing::debug!(error = %err, "attempt failed, trying another node");
+                    last_failure = Some(err);
                 }
             }
         }
         Err(match last_failure {
-            Some((node, reason)) => CallError::Transport {
+            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
                 node,
                 attempts: tried.len() as u32,
                 reason,
             },
+            Some(other) => other,
             None => CallError::NoNodeAvailable,
         })
     }
@@ -317,8 +365,7 @@ impl<C: ServiceClient> Router<C> {
     async fn attempt<T, F, Fut>(
         &self,
         endpoint: &Arc<Endpoint<C>>,
-        deadline: Instant,
-        budget: Duration,
+        plan: &Plan,
         f: &F,
     ) -> Result<T, Attempt>
     where
@@ -330,44 +377,85 @@ impl<C: ServiceClient> Router<C> {
             base: config.eject_base,
             max: config.eject_max,
         };
-        let exceeded = |node: &NodeRef| {
+        let node = &endpoint.node;
+        let exceeded = || {
             Attempt::Fail(CallError::DeadlineExceeded {
                 node: Some(node.clone()),
-                deadline: budget,
+                deadline: plan.budget,
             })
         };
-        let left = deadline.saturating_duration_since(Instant::now());
+        let transport = |reason: String| {
+            Attempt::Retry(CallError::Transport {
+                node: node.clone(),
+                attempts: 1,
+                reason,
+            })
+        };
+        let left = plan.deadline.saturating_duration_since(Instant::now());
         let connect = tokio::time::timeout(
             left,
-            endpoint.client(config.connect_timeout, config.max_frame_len),
+            endpoint.client(
+                config.connect_timeout,
+                config.max_frame_len,
+                config.tls.as_ref(),
+            ),
         );
         let (generation, client) = match connect.await {
-            Err(_) => return Err(exceeded(&endpoint.node)),
+            Err(_) => return Err(exceeded()),
             Ok(Err(err)) => {
                 endpoint.mark_failed(None, backoff);
-                return Err(Attempt::Retry(format!("connect: {err}")));
+                return Err(transport(format!("connect: {err}")));
             }
             Ok(Ok(found)) => found,
         };
         let mut ctx = tarpc::context::current();
-        ctx.deadline = deadline;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, f(client, ctx)).await {
-            Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded(&endpoint.node)),
+        ctx.deadline = plan.deadline;
+        let left = plan.deadline.saturating_duration_since(Instant::now());
+        let (limit, limited_by_attempt) = match plan.attempt_timeout {
+            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
+            _ => (left, false),
+        };
+        let call = tokio::time::timeout(limit, f(client, ctx));
+        let outcome = if plan.idempotent {
+            tokio::select! {
+                outcome = call => outcome,
+                _ = endpoint.removed() => {
+                    return Err(transport("the node left the cluster during the call".into()));
+                }
+            }
+        } else {
+            call.await
+        };
+        match outcome {
+            Err(_) if limited_by_attempt => {
+                // A node that does not answer in time is as good as gone for this call, and its
+                // connection may be stuck: drop it, eject the node, try another one.
+                endpoint.mark_failed(Some(generation), backoff);
+                Err(transport(format!("no answer within {limit:?}")))
+            }
+            Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(RpcError::Server(err))) if err.kind == std::io::ErrorKind::WouldBlock => {
                 // The node refused the call before doing any work (at capacity): another node
                 // may take it, and this one is healthy, so it is not ejected.
-                Err(Attempt::Retry(format!("refused: {}", err.detail)))
+                Err(transport(format!("refused: {}", err.detail)))
             }
-            Ok(Err(RpcError::Server(err))) => Err(Attempt::Fail(CallError::Remote {
-                node: endpoint.node.clone(),
-                kind: err.kind,
-                detail: err.detail,
-            })),
+            Ok(Err(RpcError::Server(err))) => {
+                endpoint.record_error(config.eject_after_errors, backoff);
+                let err = CallError::Remote {
+                    node: node.clone(),
+                    kind: err.kind,
+                    detail: err.detail,
+                };
+                Err(if plan.idempotent {
+                    Attempt::Retry(err)
+                } else {
+                    Attempt::Fail(err)
+                })
+            }
             Ok(Err(err)) => {
                 endpoint.mark_failed(Some(generation), backoff);
-                Err(Attempt::Retry(error::chain(&err)))
+                Err(transport(error::chain(&err)))
             }
         }
     }
@@ -414,7 +502,12 @@ impl<C: ServiceClient> Shared<C> {
                 _ => Arc::new(Endpoint::new(m)),
             })
             .collect();
+        let kept: std::collections::HashSet<*const Endpoint<C>> =
+            next.iter().map(Arc::as_ptr).collect();
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next.into();
+        for gone in old.iter().filter(|e| !kept.contains(&Arc::as_ptr(e))) {
+            gone.remove();
+        }
     }
 }
 

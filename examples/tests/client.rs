@@ -1,0 +1,324 @@
+//! Remote callers over real TCP: a caller in another process sees joins and leaves; calls go on
+//! while the master is down and the view converges when it is back; two callers spread their slow
+//! calls evenly; the `client` mode runs a job and reports it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use distribution_examples::cluster::{DemoMaster, start_node};
+use distribution_examples::service::CalcClient;
+use distribution_master::remote::{self, RemoteConfig};
+use distribution_master::{MasterConfig, Router, RouterConfig};
+use distribution_node::{NodeConfig, NodeHandle};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+mod support;
+
+use support::procs::{DEMO, Proc};
+use support::{INTERVAL, node, node_for, wait_until};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A remote caller's settings, fast enough for tests.
+fn remote_config() -> RemoteConfig {
+    RemoteConfig {
+        load_refresh: INTERVAL,
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        restart_grace: INTERVAL * 3,
+        ..RemoteConfig::default()
+    }
+}
+
+async fn connect(master: &str) -> Router<CalcClient> {
+    remote::connect_with(master, remote_config()).await.unwrap()
+}
+
+/// A demo master (registry and gateway) whose registry listens on `addr`, retrying while the
+/// port of a master that just stopped is not free yet.
+async fn master_on(addr: &str) -> DemoMaster {
+    let end = Instant::now() + BOUND;
+    let registry = loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(err) if Instant::now() < end => {
+                eprintln!("rebinding {addr}: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("cannot bind {addr}: {err}"),
+        }
+    };
+    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = MasterConfig::with_interval(INTERVAL);
+    DemoMaster::start(registry, gateway, config, RouterConfig::default()).unwrap()
+}
+
+/// The ids a router routes to.
+fn routed(router: &Router<CalcClient>) -> BTreeSet<String> {
+    router
+        .stats()
+        .iter()
+        .map(|s| s.node.id.to_string())
+        .collect()
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+/// Makes `count` sum calls, `count` at once; returns how many each node served.
+async fn sums(router: &Router<CalcClient>, count: usize) -> BTreeMap<String, usize> {
+    let handles: Vec<_> = (0..count)
+        .map(|i| {
+            router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i as i64, 1]).await })
+        })
+        .collect();
+    let mut per_node = BTreeMap::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = handle.await.expect("the call succeeds");
+        assert_eq!(reply.value, Ok(i as i64 + 1));
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    per_node
+}
+
+/// `distribution-demo client --master <addr> watch`, its JSON lines sent to the returned channel
+/// with the time each arrived.
+fn spawn_watch(master: &str) -> (Proc, mpsc::UnboundedReceiver<(Instant, Value)>) {
+    let mut child = Command::new(DEMO)
+        .args(["client", "--master", master, "watch"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let value: Value = serde_json::from_str(&line).expect("a JSON line");
+            if tx.send((Instant::now(), value)).is_err() {
+                return;
+            }
+        }
+    });
+    (Proc(child), rx)
+}
+
+/// Waits for a `watch` line whose node ids are `want`; returns when it arrived.
+async fn line_with(
+    lines: &mut mpsc::UnboundedReceiver<(Instant, Value)>,
+    want: &BTreeSet<String>,
+    bound: Duration,
+) -> Instant {
+    let found = tokio::time::timeout(bound, async {
+        while let Some((at, line)) = lines.recv().await {
+            let ids: BTreeSet<String> = line["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["id"].as_str().unwrap().to_owned())
+                .collect();
+            if ids == *want {
+                return at;
+            }
+        }
+        panic!("the watch process stopped");
+    });
+    found
+        .await
+        .unwrap_or_else(|_| panic!("no line with {want:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_in_another_process_sees_a_join_and_a_leave_within_a_second() {
+    let master = support::master().await;
+    let addr = master.master.local_addr().to_string();
+    let first = node(&master, Duration::ZERO).await;
+    let (_watch, mut lines) = spawn_watch(&addr);
+    // The process's start-up (and a cold binary) may take a while on a loaded machine.
+    line_with(&mut lines, &set(&[first.id()]), Duration::from_secs(30)).await;
+
+    let joining = Instant::now();
+    let second = node(&master, Duration::ZERO).await;
+    let both = set(&[first.id(), second.id()]);
+    let seen = line_with(&mut lines, &both, BOUND).await;
+    let join_latency = seen.saturating_duration_since(joining);
+
+    let leaving = Instant::now();
+    second.shutdown().await;
+    let seen = line_with(&mut lines, &set(&[first.id()]), BOUND).await;
+    let leave_latency = seen.saturating_duration_since(leaving);
+    eprintln!(
+        "other process saw the join {join_latency:?} after the node started, the leave \
+         {leave_latency:?} after its shutdown began"
+    );
+    assert!(
+        join_latency < Duration::from_secs(1),
+        "join seen after {join_latency:?}"
+    );
+    assert!(
+        leave_latency < Duration::from_secs(1),
+        "leave seen after {leave_latency:?}"
+    );
+    first.shutdown().await;
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_on_while_the_master_is_down_and_the_view_converges_when_it_is_back() {
+    let master = support::master().await;
+    let addr = master.master.local_addr().to_string();
+    let a = node(&master, Duration::ZERO).await;
+    let b = node(&master, Duration::ZERO).await;
+    let c = node(&master, Duration::ZERO).await;
+    let router = connect(&addr).await;
+    assert!(router.wait_for_nodes(3, BOUND).await);
+
+    master.shutdown().await;
+    let served = sums(&router, 30).await;
+    assert_eq!(served.values().sum::<usize>(), 30, "every call succeeded");
+    assert_eq!(
+        routed(&router),
+        set(&[a.id(), b.id(), c.id()]),
+        "last view kept"
+    );
+
+    // While the master is down, c goes away and d starts (it registers once the master is back).
+    let c_id = c.id().to_owned();
+    c.shutdown().await;
+    let calls = sums(&router, 10).await;
+    assert!(!calls.contains_key(&c_id), "c is skipped once unreachable");
+    let d = start_unregistered_node(&addr).await;
+
+    let back = Instant::now();
+    let master = master_on(&addr).await;
+    let want = set(&[a.id(), b.id(), d.id()]);
+    let converged = wait_until(BOUND, || async { routed(&router) == want }).await;
+    assert!(
+        converged,
+        "the view converges; it shows {:?}",
+        routed(&router)
+    );
+    eprintln!(
+        "view converged {:?} after the master came back",
+        back.elapsed()
+    );
+    let served = sums(&router, 30).await;
+    assert!(
+        served.keys().all(|id| want.contains(id)),
+        "calls go to the current nodes: {served:?}"
+    );
+    for n in [a, b, d] {
+        n.shutdown().await;
+    }
+    master.shutdown().await;
+}
+
+/// A node that will register with the master at `addr` when it can (it is down now).
+async fn start_unregistered_node(addr: &str) -> NodeHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = NodeConfig::new(addr);
+    config.heartbeat_interval = INTERVAL;
+    start_node(listener, config, Duration::ZERO).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_callers_spread_twenty_slow_calls_each_evenly_over_four_nodes() {
+    let master = support::master().await;
+    let addr = master.master.local_addr().to_string();
+    let delay = Duration::from_millis(300);
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(node_for(&addr, delay).await);
+    }
+    let callers = [connect(&addr).await, connect(&addr).await];
+    for caller in &callers {
+        assert!(caller.wait_for_nodes(4, BOUND).await);
+    }
+    // Both callers start their 20 calls together, each call taking `delay` on its node.
+    let handles: Vec<Vec<_>> = callers
+        .iter()
+        .map(|caller| {
+            (0..20)
+                .map(|i| {
+                    caller.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await })
+                })
+                .collect()
+        })
+        .collect();
+    let mut total: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_caller = Vec::new();
+    for calls in handles {
+        let mut mine: BTreeMap<String, usize> = BTreeMap::new();
+        for handle in calls {
+            let reply = handle.await.expect("the call succeeds");
+            *mine.entry(reply.node.id.to_string()).or_default() += 1;
+            *total.entry(reply.node.id.to_string()).or_default() += 1;
+        }
+        per_caller.push(mine);
+    }
+    eprintln!("calls per node: {total:?}; per caller: {per_caller:?}");
+    assert_eq!(total.len(), 4, "every node served: {total:?}");
+    for (id, count) in &total {
+        assert!(
+            (8..=12).contains(count),
+            "node {id} served {count} of 40: {total:?}"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    master.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_runs_a_job_and_reports_result_time_and_calls_per_node() {
+    let master = support::master().await;
+    let addr = master.master.local_addr().to_string();
+    let nodes = [
+        node(&master, Duration::ZERO).await,
+        node(&master, Duration::ZERO).await,
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(DEMO)
+            .args(["client", "--master", &addr, "sum", "--values", "2,4,6"])
+            .args(["--repeat", "8", "--concurrency", "4"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("result: 12"), "{stdout}");
+    assert!(stdout.contains("time:"), "{stdout}");
+    let served: u64 = nodes
+        .iter()
+        .map(|n| {
+            let line = stdout
+                .lines()
+                .find(|l| l.contains(n.id()))
+                .unwrap_or_else(|| panic!("no line for {}: {stdout}", n.id()));
+            line.split_whitespace()
+                .last()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(served, 8, "{stdout}");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    master.shutdown().await;
+}

@@ -1,0 +1,360 @@
+//! Fault injection under load, with nodes as real processes and the master and router in the
+//! test process: every call must end in a correct result (idempotent calls with retries on), and
+//! scatter/gather results must be complete and not duplicated.
+//!
+//! Cases: a node SIGKILLed mid-call; a node SIGSTOPped (hung with its TCP connection open) and
+//! SIGCONTed; a slow node; a node whose calls fail; churn under 200 concurrent callers.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use distribution_examples::service::CalcClient;
+use distribution_master::{
+    CallOptions, Master, MasterConfig, Router, RouterConfig, ScatterOptions,
+};
+use support::procs::{Proc, start_node};
+use support::wait_until;
+use tokio::net::TcpListener;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// The master in the test process, and a router for idempotent calls that gives up on a silent
+/// node after 500 ms.
+async fn cluster() -> (Master, String, Router<CalcClient>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(listener, MasterConfig::with_interval(INTERVAL)).unwrap();
+    let addr = master.local_addr().to_string();
+    let router = master.router_with(RouterConfig {
+        idempotent: true,
+        attempt_timeout: Some(Duration::from_millis(500)),
+        attempts: 4,
+        eject_base: Duration::from_millis(300),
+        ..RouterConfig::default()
+    });
+    (master, addr, router)
+}
+
+fn node(registry: &str, delay_ms: u64) -> Proc {
+    start_node(registry, &["--sum-delay-ms", &delay_ms.to_string()])
+}
+
+async fn wait_nodes(master: &Master, n: usize, timeout: Duration) -> bool {
+    let registry = master.registry().clone();
+    wait_until(timeout, || {
+        let registry = registry.clone();
+        async move { registry.len() == n }
+    })
+    .await
+}
+
+/// What a load run saw.
+#[derive(Debug, Default)]
+struct Outcome {
+    ok: usize,
+    failures: Vec<String>,
+    per_node: HashMap<String, usize>,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.ok += other.ok;
+        self.failures.extend(other.failures);
+        for (node, n) in other.per_node {
+            *self.per_node.entry(node).or_default() += n;
+        }
+    }
+}
+
+/// `workers` concurrent loops of `sum` calls, each until `stop` is set or `max_calls` calls,
+/// checking every answer.
+async fn drive(
+    router: &Router<CalcClient>,
+    workers: usize,
+    max_calls: usize,
+    stop: Arc<AtomicBool>,
+) -> Outcome {
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (router, stop) = (router.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcome = Outcome::default();
+                for i in 0..max_calls {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (a, b) = (w as i64, i as i64 * 7);
+                    let reply = router
+                        .call(move |c, ctx| async move { c.sum(ctx, vec![a, b]).await })
+                        .await;
+                    match reply {
+                        Ok(reply) if reply.value == Ok(a + b) => {
+                            outcome.ok += 1;
+                            *outcome
+                                .per_node
+                                .entry(reply.node.id.to_string())
+                                .or_default() += 1;
+                        }
+                        Ok(reply) => outcome
+                            .failures
+                            .push(format!("wrong answer {:?}", reply.value)),
+                        Err(err) => outcome.failures.push(err.to_string()),
+                    }
+                }
+                outcome
+            })
+        })
+        .collect();
+    let mut total = Outcome::default();
+    for task in tasks {
+        total.merge(task.await.unwrap());
+    }
+    total
+}
+
+fn stop_after(stop: &Arc<AtomicBool>, after: Duration) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sigkilled_mid_call_loses_nothing_and_scatter_stays_complete() {
+    let (master, addr, router) = cluster().await;
+    let mut nodes: Vec<Proc> = (0..3).map(|_| node(&addr, 50)).collect();
+    assert!(wait_nodes(&master, 3, Duration::from_secs(20)).await);
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, Duration::from_secs(2));
+    let load = drive(&router, 40, 10_000, stop.clone());
+    let scatter = router.scatter(
+        palindrome_chunks(),
+        ScatterOptions {
+            concurrency: Some(6),
+            call: CallOptions::default(),
+        },
+        |c, ctx, (a, b)| async move { c.palindromes(ctx, a, b).await },
+    );
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes.remove(0); // dropped: SIGKILL
+    };
+    let (outcome, scattered, ()) = tokio::join!(load, scatter, kill);
+    assert!(
+        outcome.failures.is_empty(),
+        "{} failed: {:?}",
+        outcome.failures.len(),
+        &outcome.failures[..outcome.failures.len().min(5)]
+    );
+    assert!(outcome.ok > 100, "the load ran: {outcome:?}");
+    let counts: u64 = scattered.unwrap().iter().map(|r| r.value).sum();
+    assert_eq!(counts, 6536, "scatter complete, nothing counted twice");
+    assert!(
+        wait_nodes(&master, 2, Duration::from_secs(10)).await,
+        "the dead node is evicted"
+    );
+}
+
+/// `0..=10_000_000` in 40 chunks (6536 binary palindromes in all).
+fn palindrome_chunks() -> Vec<(u64, u64)> {
+    distribution_examples::palindrome::chunks_sized(10_000_000, 5, 250_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_sigstopped_is_routed_around_evicted_and_welcomed_back() {
+    let (master, addr, router) = cluster().await;
+    let nodes: Vec<Proc> = (0..3).map(|_| node(&addr, 20)).collect();
+    assert!(wait_nodes(&master, 3, Duration::from_secs(20)).await);
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, Duration::from_secs(3));
+    let load = drive(&router, 30, 10_000, stop.clone());
+    let hang = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nodes[0].signal("STOP");
+        let stopped_at = Instant::now();
+        let evicted = wait_nodes(&master, 2, Duration::from_secs(10)).await;
+        (evicted, stopped_at.elapsed())
+    };
+    let (outcome, (evicted, after)) = tokio::join!(load, hang);
+    assert!(
+        outcome.failures.is_empty(),
+        "{} failed: {:?}",
+        outcome.failures.len(),
+        &outcome.failures[..outcome.failures.len().min(5)]
+    );
+    assert!(evicted, "the hung node is evicted");
+    assert!(
+        after < INTERVAL * 3 + Duration::from_secs(2),
+        "evicted after {after:?}"
+    );
+
+    nodes[0].signal("CONT");
+    assert!(
+        wait_nodes(&master, 3, Duration::from_secs(10)).await,
+        "welcomed back after SIGCONT"
+    );
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let again = drive(&router, 12, 30, stop).await;
+    assert!(again.failures.is_empty(), "{:?}", again.failures);
+    assert_eq!(
+        again.per_node.len(),
+        3,
+        "the returned node serves again: {:?}",
+        again.per_node
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_node_gets_less_work() {
+    let (master, addr, router) = cluster().await;
+    let _fast: Vec<Proc> = (0..2).map(|_| node(&addr, 10)).collect();
+    assert!(wait_nodes(&master, 2, Duration::from_secs(20)).await);
+    let fast_ids: Vec<String> = master
+        .registry()
+        .list(tokio::time::Instant::now())
+        .nodes
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    let _slow = node(&addr, 400);
+    assert!(wait_nodes(&master, 3, Duration::from_secs(20)).await);
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, Duration::from_secs(2));
+    let outcome = drive(&router, 12, 10_000, stop).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    let fast: usize = fast_ids
+        .iter()
+        .map(|id| outcome.per_node.get(id).copied().unwrap_or(0))
+        .sum();
+    let slow = outcome.ok - fast;
+    assert!(
+        slow > 0,
+        "the slow node still serves: {:?}",
+        outcome.per_node
+    );
+    assert!(
+        slow * 6 < fast,
+        "the slow node got {slow} calls, the fast ones {fast} together"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_every_call_costs_no_idempotent_call() {
+    let (master, addr, router) = cluster().await;
+    let _good: Vec<Proc> = (0..2).map(|_| node(&addr, 5)).collect();
+    let _faulty = start_node(&addr, &["--faulty"]);
+    assert!(wait_nodes(&master, 3, Duration::from_secs(20)).await);
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, Duration::from_secs(2));
+    let outcome = drive(&router, 16, 10_000, stop).await;
+    assert!(
+        outcome.failures.is_empty(),
+        "{:?}",
+        &outcome.failures[..outcome.failures.len().min(5)]
+    );
+    assert_eq!(
+        outcome.per_node.len(),
+        2,
+        "only the good nodes produced results"
+    );
+
+    // Without the idempotent flag, the fault reaches the caller as a typed remote error.
+    let strict = CallOptions {
+        idempotent: Some(false),
+        ..CallOptions::default()
+    };
+    let mut remote_errors = 0;
+    for i in 0..60 {
+        match router
+            .call_with(
+                strict,
+                move |c, ctx| async move { c.sum(ctx, vec![i]).await },
+            )
+            .await
+        {
+            Ok(reply) => assert_eq!(reply.value, Ok(i)),
+            Err(distribution_master::CallError::Remote { detail, .. }) => {
+                assert!(detail.contains("injected fault"), "{detail}");
+                remote_errors += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(remote_errors <= 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_for_sixty_seconds_under_200_callers_loses_nothing() {
+    let (master, addr, router) = cluster().await;
+    let mut nodes: Vec<Proc> = (0..3).map(|_| node(&addr, 5)).collect();
+    assert!(wait_nodes(&master, 3, Duration::from_secs(20)).await);
+    assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+
+    let run_for = Duration::from_secs(60);
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, run_for);
+    let load = drive(&router, 200, 100_000, stop.clone());
+    let churn = async {
+        let started = Instant::now();
+        let mut joined = 0;
+        let mut left = 0;
+        let mut step = 0u32;
+        while started.elapsed() < run_for - Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            step += 1;
+            if nodes.len() < 4 {
+                nodes.push(node(&addr, 5));
+                joined += 1;
+            }
+            if nodes.len() > 2 && step % 2 == 0 {
+                let leaving = nodes.remove(0);
+                if step % 4 == 0 {
+                    leaving.signal("TERM");
+                    leaving_wait(leaving);
+                } else {
+                    drop(leaving); // SIGKILL
+                }
+                left += 1;
+            }
+        }
+        (joined, left)
+    };
+    let (outcome, (joined, left)) = tokio::join!(load, churn);
+    assert!(
+        outcome.failures.is_empty(),
+        "{} of {} failed: {:?}",
+        outcome.failures.len(),
+        outcome.ok + outcome.failures.len(),
+        &outcome.failures[..outcome.failures.len().min(5)]
+    );
+    assert!(
+        joined >= 20 && left >= 20,
+        "churn happened: {joined} joined, {left} left"
+    );
+    assert!(outcome.ok > 1000, "the load ran: {} calls", outcome.ok);
+    eprintln!(
+        "churn: {} calls ok, {joined} joins, {left} leaves, {} nodes served",
+        outcome.ok,
+        outcome.per_node.len()
+    );
+}
+
+/// Lets a SIGTERMed node finish its graceful exit in the background, then reaps it.
+fn leaving_wait(mut node: Proc) {
+    std::thread::spawn(move || {
+        let _ = node.wait_exit(Duration::from_secs(20));
+    });
+}

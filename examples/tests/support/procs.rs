@@ -1,0 +1,104 @@
+//! Real OS processes of the demo binary for the process-level tests: started from the built
+//! `distribution-demo`, SIGKILLed when dropped so that a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The demo binary built for these tests.
+pub const DEMO: &str = env!("CARGO_BIN_EXE_distribution-demo");
+
+/// A child process, SIGKILLed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it exited successfully.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<bool> {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Starts `distribution-demo master` on port 0 with `extra` flags and reads the registry's and
+/// gateway's addresses from its log.
+pub fn start_master(interval_ms: u64, extra: &[&str]) -> (Proc, String, String) {
+    start_master_on("127.0.0.1:0", interval_ms, extra)
+}
+
+/// [`start_master`] with the registry on `registry`.
+pub fn start_master_on(registry: &str, interval_ms: u64, extra: &[&str]) -> (Proc, String, String) {
+    let mut child = Command::new(DEMO)
+        .args(["master", "--registry", registry, "--gateway", "127.0.0.1:0"])
+        .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("listening") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let mut registry = None;
+    let mut gateway = None;
+    while registry.is_none() || gateway.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("master starts");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        if line.contains("master listening") {
+            registry = Some(addr.to_string());
+        } else if line.contains("gateway listening") {
+            gateway = Some(addr.to_string());
+        }
+    }
+    (Proc(child), registry.unwrap(), gateway.unwrap())
+}
+
+/// Starts `distribution-demo node` registering with `registry`, with `extra` flags.
+pub fn start_node(registry: &str, extra: &[&str]) -> Proc {
+    let child = Command::new(DEMO)
+        .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc(child)
+}

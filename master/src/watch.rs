@@ -1,0 +1,354 @@
+//! Blocking queries on the node list, in the style of Consul's: `GET /v1/nodes?index=N&wait=30s`
+//! answers as soon as the registry's index differs from `N`, otherwise after `wait` with the same
+//! list.
+//!
+//! A caller keeps one such request open and learns of a join or a leave within milliseconds,
+//! without polling. The rules:
+//!
+//! - no `index`: the list at once (`wait` is then ignored);
+//! - `index` equal to the registry's: wait for a change, at most `wait` (default
+//!   [`DEFAULT_WAIT`], capped at [`MAX_WAIT`]) plus a random jitter of up to `wait / 16` so that
+//!   many callers that started together do not all come back at the same instant;
+//! - `index` different from the registry's: at once. Greater than `N` means the list changed;
+//!   *smaller* means this master restarted since the caller's index (the index starts from zero
+//!   in every master process), so the caller's view belongs to another registry and must be
+//!   replaced now rather than after the wait;
+//! - a master shutting down answers every waiting query at once, so that it does not wait for
+//!   them to time out;
+//! - at most [`MAX_WAITERS`] queries wait at once; beyond that the master answers `503` and the
+//!   caller retries later.
+//!
+//! `wait` is an integer with a unit: `500ms`, `30s`, `2m`, `1h` (`0s`: answer at once). Anything
+//! else is a `400`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::membership::Membership;
+use crate::registry::Registry;
+
+/// How long a blocking query waits when it names no `wait`: 5 minutes (Consul's default).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// The longest a blocking query waits, whatever it asks: 10 minutes (Consul's cap).
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// How many blocking queries may wait at once: 10,000. Each costs a task and a watch receiver;
+/// the limit bounds what a misbehaving caller can pin.
+pub const MAX_WAITERS: usize = 10_000;
+
+/// Why a `wait` parameter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("wait must be an integer with a unit (ms, s, m or h), such as 500ms or 30s; got {0:?}")]
+pub struct WaitParseError(pub String);
+
+/// Parses a `wait` such as `500ms`, `30s`, `2m` or `1h`. Values beyond [`MAX_WAIT`] are capped.
+pub fn parse_wait(raw: &str) -> Result<Duration, WaitParseError> {
+    let bad = || WaitParseError(raw.chars().take(40).collect());
+    let digits = raw.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = raw.split_at(digits);
+    if number.is_empty() || number.len() > 12 {
+        return Err(bad());
+    }
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let ms = number.saturating_mul(unit_ms);
+    Ok(Duration::from_millis(ms).min(MAX_WAIT))
+}
+
+/// A blocking query: answer when the registry's index differs from `index`, or after `wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockingQuery {
+    /// The index the caller already has.
+    pub index: u64,
+    /// How long to wait for a change, at most [`MAX_WAIT`].
+    pub wait: Duration,
+}
+
+impl BlockingQuery {
+    /// Reads the `index` and `wait` query parameters. `None` when there is no `index`: the
+    /// request is an ordinary read, answered at once.
+    pub fn from_params(index: Option<&str>, wait: Option<&str>) -> Result<Option<Self>, ApiError> {
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let index: u64 = index.trim().parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "index must be a non-negative integer, got {:?}",
+                index.chars().take(40).collect::<String>()
+            ))
+        })?;
+        let wait = match wait {
+            None => DEFAULT_WAIT,
+            Some(raw) => {
+                parse_wait(raw.trim()).map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
+        };
+        Ok(Some(Self { index, wait }))
+    }
+}
+
+/// Waits until `membership`'s index differs from `index`, for at most `wait`, or until
+/// `shutdown` is cancelled. Returns whether the index changed (`false`: timed out or shut down).
+pub async fn wait_for_change(
+    mut membership: watch::Receiver<Membership>,
+    index: u64,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let changed = membership.wait_for(|m| m.index != index);
+    tokio::select! {
+        changed = tokio::time::timeout(wait, changed) => matches!(changed, Ok(Ok(_))),
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+/// What the list handler needs to run blocking queries: the master's shutdown signal and the
+/// limit on waiting queries. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Watchers {
+    shutdown: CancellationToken,
+    slots: Arc<Semaphore>,
+}
+
+impl Watchers {
+    /// Blocking queries that end when `shutdown` is cancelled, at most [`MAX_WAITERS`] at once.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self::with_limit(shutdown, MAX_WAITERS)
+    }
+
+    /// [`Watchers::new`] with another limit.
+    pub fn with_limit(shutdown: CancellationToken, max_waiters: usize) -> Self {
+        Self {
+            shutdown,
+            slots: Arc::new(Semaphore::new(max_waiters)),
+        }
+    }
+
+    /// Runs `query` against `registry`: returns when the index differs from the query's, when
+    /// the wait (plus jitter) is over, or when the master shuts down. `503` when too many queries
+    /// wait already.
+    pub async fn wait(&self, registry: &Registry, query: BlockingQuery) -> Result<(), ApiError> {
+        let membership = registry.subscribe();
+        if membership.borrow().index != query.index || query.wait.is_zero() {
+            return Ok(());
+        }
+        let Ok(_slot) = self.slots.try_acquire() else {
+            return Err(ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "too many blocking queries are waiting; retry later".into(),
+            });
+        };
+        let wait = query.wait + jitter(query.wait);
+        wait_for_change(membership, query.index, wait, &self.shutdown).await;
+        Ok(())
+    }
+}
+
+/// A random extra wait of up to `wait / 16`.
+fn jitter(wait: Duration) -> Duration {
+    let max = (wait / 16).as_millis() as u64;
+    if max == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..=max))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::MasterConfig;
+    use crate::registry::Registration;
+
+    fn registry() -> Registry {
+        Registry::new(&MasterConfig::default())
+    }
+
+    fn join(r: &Registry, id: &str, port: u16) {
+        r.register(Registration {
+            id: id.into(),
+            addr: format!("127.0.0.1:{port}"),
+            capacity: 4,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn wait_parses_integer_and_unit() {
+        assert_eq!(parse_wait("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_wait("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_wait("1h"), Ok(MAX_WAIT), "capped");
+        assert_eq!(
+            parse_wait("999999999999h"),
+            Ok(MAX_WAIT),
+            "capped, no overflow"
+        );
+        for bad in [
+            "",
+            "30",
+            "s",
+            "-1s",
+            "1.5s",
+            "30 s",
+            " 30s",
+            "30S",
+            "30sec",
+            "1d",
+            "9999999999999s",
+            "0x10s",
+            "+5s",
+        ] {
+            assert!(parse_wait(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn query_params_default_and_refuse() {
+        assert_eq!(BlockingQuery::from_params(None, Some("bad")).unwrap(), None);
+        assert_eq!(
+            BlockingQuery::from_params(Some("7"), None).unwrap(),
+            Some(BlockingQuery {
+                index: 7,
+                wait: DEFAULT_WAIT
+            })
+        );
+        assert_eq!(
+            BlockingQuery::from_params(Some("7"), Some("20m"))
+                .unwrap()
+                .unwrap()
+                .wait,
+            MAX_WAIT
+        );
+        for (index, wait) in [
+            ("-1", None),
+            ("x", None),
+            ("1", Some("1")),
+            ("1", Some("1y")),
+        ] {
+            let err = BlockingQuery::from_params(Some(index), wait).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_at_once_when_the_index_differs() {
+        let r = registry();
+        join(&r, "a", 1);
+        let watchers = Watchers::new(CancellationToken::new());
+        for index in [0, 5] {
+            let query = BlockingQuery {
+                index,
+                wait: Duration::from_secs(60),
+            };
+            let answered = tokio::time::timeout(Duration::from_secs(5), watchers.wait(&r, query));
+            assert!(answered.await.unwrap().is_ok(), "index {index}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_the_whole_wait_without_a_change() {
+        let r = registry();
+        join(&r, "a", 1);
+        let watchers = Watchers::new(CancellationToken::new());
+        let start = tokio::time::Instant::now();
+        let query = BlockingQuery {
+            index: 1,
+            wait: Duration::from_secs(32),
+        };
+        watchers.wait(&r, query).await.unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(32) && waited <= Duration::from_secs(34),
+            "waited {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn returns_on_a_change_within_milliseconds() {
+        let r = registry();
+        join(&r, "a", 1);
+        let watchers = Watchers::new(CancellationToken::new());
+        let waiting = {
+            let (r, watchers) = (r.clone(), watchers.clone());
+            tokio::spawn(async move {
+                let query = BlockingQuery {
+                    index: 1,
+                    wait: Duration::from_secs(60),
+                };
+                watchers.wait(&r, query).await.unwrap();
+                Instant::now()
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let joined = Instant::now();
+        join(&r, "b", 2);
+        let answered = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered on the change")
+            .unwrap();
+        assert!(answered.duration_since(joined) < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_waiting_queries() {
+        let r = registry();
+        let stop = CancellationToken::new();
+        let watchers = Watchers::new(stop.clone());
+        let query = BlockingQuery {
+            index: 0,
+            wait: Duration::from_secs(60),
+        };
+        let waiting = tokio::spawn(async move { watchers.wait(&r, query).await });
+        tokio::task::yield_now().await;
+        stop.cancel();
+        let answered = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(answered.expect("answered at shutdown").unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn too_many_waiters_get_503() {
+        let r = registry();
+        let watchers = Watchers::with_limit(CancellationToken::new(), 1);
+        let query = BlockingQuery {
+            index: 0,
+            wait: Duration::from_secs(60),
+        };
+        let first = {
+            let (r, watchers) = (r.clone(), watchers.clone());
+            tokio::spawn(async move { watchers.wait(&r, query).await })
+        };
+        // The first query holds the only slot once it is waiting.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while watchers.slots.available_permits() != 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let err = watchers.wait(&r, query).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        join(&r, "a", 1);
+        tokio::time::timeout(Duration::from_secs(5), first)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
