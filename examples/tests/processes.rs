@@ -135,3 +135,44 @@ async fn sigterm_deregisters_at_once_and_loses_no_request() {
     };
     assert!(status.success(), "clean exit: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_with_the_cluster_secret_join() {
+    let (_master, registry, _gateway) = start_master_with(200, &["--secret", "s3cret"]);
+    let _intruder = support::procs::start_node(&registry, &["--secret", "guess"]);
+    let _anonymous = support::procs::start_node(&registry, &[]);
+    let _member = support::procs::start_node(&registry, &["--secret", "s3cret"]);
+    let http = reqwest::Client::new();
+    let listed = |auth: Option<&'static str>| {
+        let http = http.clone();
+        let registry = registry.clone();
+        async move {
+            let mut request = http.get(format!("http://{registry}/v1/nodes"));
+            if let Some(secret) = auth {
+                request = request.bearer_auth(secret);
+            }
+            request.send().await.unwrap()
+        }
+    };
+    let started = Instant::now();
+    loop {
+        let list: NodeList = listed(Some("s3cret")).await.json().await.unwrap();
+        if list.nodes.len() == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the member joins"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the intruders a few heartbeat intervals to try again: they stay out.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let list: NodeList = listed(Some("s3cret")).await.json().await.unwrap();
+    assert_eq!(list.nodes.len(), 1, "only the member is listed: {list:?}");
+    assert_eq!(
+        listed(None).await.status(),
+        401,
+        "reading the list needs the secret"
+    );
+}

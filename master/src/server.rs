@@ -49,9 +49,10 @@ impl Master {
                     auth::require_secret,
                 ));
             }
-            None => tracing::warn!(
-                "the registry is open: anyone who reaches it can join the cluster (set a secret)"
+            None if config.http.tls.is_none() => tracing::warn!(
+                "the registry is open: anyone who reaches it can join the cluster (set a secret or TLS)"
             ),
+            None => {}
         }
         let server = tokio::spawn(http::serve(
             listener,

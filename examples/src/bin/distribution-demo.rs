@@ -17,7 +17,8 @@ use distribution_examples::client;
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
 use distribution_master::{MasterConfig, RouterConfig};
-use distribution_node::NodeConfig;
+use distribution_node::{NodeConfig, NodeTls};
+use distribution_shared::tls::{ClientTls, TlsFiles};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -49,6 +50,8 @@ enum Role {
         /// How long a silent node keeps its lease, in milliseconds (default: 3 intervals).
         #[arg(long, env = "DIST_TTL_MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
         ttl_ms: Option<u64>,
+        #[command(flatten)]
+        security: Security,
     },
     /// Run a node serving the Calc service and registering with the master.
     Node {
@@ -74,6 +77,8 @@ enum Role {
         /// Fault injection: abort every call with an error (for testing failure handling).
         #[arg(long, hide = true)]
         faulty: bool,
+        #[command(flatten)]
+        security: Security,
     },
     /// Run a job from this process against a running cluster: the calls go to the nodes
     /// directly, routed by a router that follows the master's node list.
@@ -87,6 +92,50 @@ enum Role {
         #[command(subcommand)]
         job: Job,
     },
+}
+
+/// Who may join and call: the cluster secret and TLS files, shared by master and node.
+#[derive(clap::Args)]
+struct Security {
+    /// The cluster secret: the master requires it on its /v1 API, nodes present it.
+    #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The cluster CA (PEM): turns TLS on; peers' certificates must chain to it.
+    #[arg(long, env = "DIST_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// This member's certificate chain (PEM).
+    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// This member's private key (PEM).
+    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: require a certificate from the cluster CA of every client.
+    #[arg(long, env = "DIST_TLS_REQUIRE_CLIENT_CERT", requires = "tls_ca")]
+    tls_require_client_cert: bool,
+    /// The name every node certificate carries (default: the node's host).
+    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl Security {
+    fn files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            ca: self.tls_ca.clone()?,
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            require_client_cert: self.tls_require_client_cert,
+        })
+    }
+
+    fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let Some(files) = self.files() else {
+            return Ok(None);
+        };
+        Ok(Some(ClientTls {
+            config: files.client_config()?,
+            server_name: self.tls_server_name.clone(),
+        }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -140,19 +189,28 @@ async fn main() -> anyhow::Result<()> {
             gateway,
             heartbeat_interval_ms,
             ttl_ms,
+            security,
         } => {
             let mut config =
                 MasterConfig::with_interval(Duration::from_millis(heartbeat_interval_ms));
             if let Some(ttl) = ttl_ms {
                 config.ttl = Duration::from_millis(ttl);
             }
+            config.secret = security.secret.clone();
+            if let Some(files) = security.files() {
+                config.http.tls = Some(files.server_config().context("registry TLS")?);
+            }
+            let router = RouterConfig {
+                tls: security.client_tls().context("gateway TLS")?,
+                ..RouterConfig::default()
+            };
             let registry = TcpListener::bind(&registry)
                 .await
                 .with_context(|| format!("cannot listen on {registry}"))?;
             let gateway = TcpListener::bind(&gateway)
                 .await
                 .with_context(|| format!("cannot listen on {gateway}"))?;
-            let demo = DemoMaster::start(registry, gateway, config, RouterConfig::default())?;
+            let demo = DemoMaster::start(registry, gateway, config, router)?;
             distribution_node::shutdown::signal().await;
             demo.shutdown().await;
         }
@@ -164,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             capacity,
             sum_delay_ms,
             faulty,
+            security,
         } => {
             let listener = TcpListener::bind(&listen)
                 .await
@@ -172,6 +231,13 @@ async fn main() -> anyhow::Result<()> {
             config.advertise = advertise;
             config.id = id;
             config.capacity = capacity;
+            config.secret = security.secret.clone();
+            if let Some(files) = security.files() {
+                config.tls = Some(NodeTls {
+                    server: files.server_config().context("node TLS")?,
+                    client: files.client_config().context("node TLS")?,
+                });
+            }
             let node = if faulty {
                 start_faulty_node(listener, config)?
             } else {
