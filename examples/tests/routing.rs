@@ -246,3 +246,77 @@ async fn nodes_come_back_after_a_master_restart() {
     assert_eq!(reply.value, Ok(42));
     assert!(nodes.iter().any(|n| n.id() == reply.node.id.as_ref()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_at_capacity_refuses_at_once_and_the_router_tries_another() {
+    let master = master().await;
+    let addr = master.master.local_addr().to_string();
+    let full = support::node_with(&addr, Duration::from_millis(600), 2).await;
+    // Two callers (two routers) that each see room for two calls: together they overfill it.
+    let callers = [
+        router(&master, 1, RouterConfig::default()).await,
+        router(&master, 1, RouterConfig::default()).await,
+    ];
+    let started = Instant::now();
+    let handles: Vec<_> = callers
+        .iter()
+        .flat_map(|r| {
+            (0..2i64).map(move |i| r.spawn(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
+        })
+        .map(|handle| tokio::spawn(async move { (handle.await, started.elapsed()) }))
+        .collect();
+    let mut refused = 0;
+    for handle in handles {
+        match handle.await.unwrap() {
+            (Ok(reply), _) => assert!(reply.value.is_ok()),
+            (Err(CallError::Transport { reason, .. }), after) => {
+                assert!(reason.contains("at capacity"), "{reason}");
+                assert!(
+                    after < Duration::from_millis(500),
+                    "refused at once, not after {after:?}"
+                );
+                refused += 1;
+            }
+            (Err(other), _) => panic!("unexpected: {other}"),
+        }
+    }
+    assert_eq!(refused, 2, "two calls beyond the capacity of 2");
+    assert_eq!(full.load().refused(), 2);
+
+    // With a second node, the refused calls land there instead.
+    let _spare = node_for(&addr, Duration::from_millis(600)).await;
+    for r in &callers {
+        assert!(r.wait_for_nodes(2, Duration::from_secs(5)).await);
+    }
+    let handles: Vec<_> = callers
+        .iter()
+        .flat_map(|r| {
+            (0..2i64).map(move |i| r.spawn(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
+        })
+        .collect();
+    for handle in handles {
+        assert!(handle.await.unwrap().value.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_deadlines_are_clamped_not_fatal() {
+    let master = master().await;
+    let _node = node(&master, Duration::ZERO).await;
+    let router = router(&master, 1, RouterConfig::default()).await;
+    for deadline in [Duration::MAX, Duration::from_secs(3 * 365 * 24 * 3600)] {
+        let reply = router
+            .call_with(CallOptions::deadline(deadline), |c, ctx| async move {
+                c.sum(ctx, vec![1, 2]).await
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.value, Ok(3));
+    }
+    // The shared connection survived: an ordinary call still works.
+    let reply = router
+        .call(|c, ctx| async move { c.sum(ctx, vec![5]).await })
+        .await
+        .unwrap();
+    assert_eq!(reply.value, Ok(5));
+}

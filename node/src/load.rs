@@ -95,9 +95,9 @@ impl Drop for CallGuard {
     }
 }
 
-/// The detail of the error a node at capacity answers with (kind `WouldBlock`): the router
-/// takes it as "try another node", since the node did no work.
-pub const AT_CAPACITY: &str = "node at capacity";
+/// The detail of the error a node at capacity answers with: the router takes it as "try another
+/// node", since the node did no work.
+pub use distribution_shared::wire::AT_CAPACITY;
 
 /// The detail of the error a node answers when the call's handler panicked (kind `Other`).
 pub const HANDLER_PANICKED: &str = "the call's handler panicked";

@@ -98,6 +98,12 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// The detail of the tarpc `ServerError` a node at capacity answers with. The router matches on
+/// this text, not on the error's `kind`: tarpc 0.38 with the bincode transport does not carry
+/// `io::ErrorKind` across intact (it encodes the kind as a signed and decodes it as an unsigned
+/// integer), so the kind that arrives is not the kind that was sent.
+pub const AT_CAPACITY: &str = "node at capacity";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,9 +41,15 @@ pub async fn node(master: &DemoMaster, delay: Duration) -> NodeHandle {
 
 /// Starts a node registering with the master at `addr`; waits until registered.
 pub async fn node_for(addr: &str, delay: Duration) -> NodeHandle {
+    node_with(addr, delay, distribution_shared::defaults::NODE_CAPACITY).await
+}
+
+/// [`node_for`] with a capacity (calls at once).
+pub async fn node_with(addr: &str, delay: Duration, capacity: u32) -> NodeHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = NodeConfig::new(addr);
     config.heartbeat_interval = INTERVAL;
+    config.capacity = capacity;
     let node = start_node(listener, config, delay).unwrap();
     assert!(
         node.wait_registered(Duration::from_secs(10)).await,

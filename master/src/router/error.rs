@@ -39,7 +39,9 @@ pub enum CallError {
     Remote {
         /// The node that aborted the call.
         node: NodeRef,
-        /// The kind of failure the node reported.
+        /// The kind of failure the node reported. With tarpc 0.38's bincode transport the kind
+        /// does not survive the trip (see `distribution_shared::wire::AT_CAPACITY`): rely on
+        /// `detail`.
         kind: std::io::ErrorKind,
         /// What the node said.
         detail: String,

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use distribution_shared::tls::ClientTls;
+use distribution_shared::wire::AT_CAPACITY;
 use distribution_shared::{ServiceClient, defaults};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -44,6 +45,9 @@ use endpoint::{Backoff, Endpoint};
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
 pub use scatter::{ScatterError, ScatterOptions};
+
+/// The longest deadline a call gets: one year (see [`Router::call_with`]).
+pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -289,7 +293,12 @@ impl<C: ServiceClient> Router<C> {
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let config = &self.shared.config;
-        let budget = options.deadline.unwrap_or(config.deadline);
+        // tarpc's timers cannot hold deadlines beyond a couple of years (its tasks panic), and
+        // `Instant + Duration::MAX` overflows: a longer deadline means "a year".
+        let budget = options
+            .deadline
+            .unwrap_or(config.deadline)
+            .min(MAX_DEADLINE);
         let plan = Plan {
             deadline: Instant::now() + budget,
             budget,
@@ -435,7 +444,7 @@ impl<C: ServiceClient> Router<C> {
             }
             Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(RpcError::Server(err))) if err.kind == std::io::ErrorKind::WouldBlock => {
+            Ok(Err(RpcError::Server(err))) if err.detail == AT_CAPACITY => {
                 // The node refused the call before doing any work (at capacity): another node
                 // may take it, and this one is healthy, so it is not ejected.
                 Err(transport(format!("refused: {}", err.detail)))
