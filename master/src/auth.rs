@@ -38,7 +38,11 @@ impl Secret {
 }
 
 /// Middleware: refuses requests without the right bearer token.
-pub async fn require_secret(State(secret): State<Secret>, request: Request, next: Next) -> Response {
+pub async fn require_secret(
+    State(secret): State<Secret>,
+    request: Request,
+    next: Next,
+) -> Response {
     if !request.uri().path().starts_with("/v1/") {
         return next.run(request).await;
     }
@@ -59,9 +63,10 @@ fn unauthorized(message: &str) -> Response {
         message: message.into(),
     }
     .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     response
 }
 

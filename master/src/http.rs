@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use distribution_shared::stream;
+use distribution_shared::tokio_rustls::{TlsAcceptor, rustls};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,8 +26,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use distribution_shared::stream;
-use distribution_shared::tokio_rustls::{TlsAcceptor, rustls};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 

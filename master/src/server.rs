@@ -8,10 +8,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{self, Secret};
 use crate::config::MasterConfig;
 use crate::registry::Registry;
 use crate::router::{Router, RouterConfig};
-use crate::auth::{self, Secret};
 use crate::{api, http, lease};
 
 /// A running master: the registry API on its listener, the lease reaper, and a handle to the

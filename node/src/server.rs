@@ -13,14 +13,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distribution_shared::stream::{self, Stream};
+use distribution_shared::tokio_rustls::TlsAcceptor;
 use distribution_shared::transport;
 use distribution_shared::wire::RegisterRequest;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::{ClientMessage, RequestName, Response, ServerError};
-use distribution_shared::stream::{self, Stream};
-use distribution_shared::tokio_rustls::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::sync::watch;
@@ -230,7 +230,11 @@ impl Lifecycle {
     {
         let mut backoff = Duration::from_millis(10);
         let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
-        let acceptor = self.config.tls.as_ref().map(|tls| TlsAcceptor::from(tls.server.clone()));
+        let acceptor = self
+            .config
+            .tls
+            .as_ref()
+            .map(|tls| TlsAcceptor::from(tls.server.clone()));
         loop {
             // At the connection limit, stop accepting until a connection closes: excess callers
             // wait in the listen backlog instead of costing memory here.
@@ -245,7 +249,9 @@ impl Lifecycle {
                     connections.spawn(async move {
                         let _slot = slot;
                         match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
-                            Ok(stream) => serve_connection(stream, max_frame_len, service, kill).await,
+                            Ok(stream) => {
+                                serve_connection(stream, max_frame_len, service, kill).await
+                            }
                             Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
                         }
                     });

@@ -23,5 +23,5 @@ pub mod wire;
 
 pub use service::ServiceClient;
 pub use stream::Stream;
-pub use tokio_rustls;
 pub use tarpc;
+pub use tokio_rustls;

@@ -43,9 +43,14 @@ pub async fn connect(addr: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
             None => host_of(addr).to_owned(),
         };
         let name = ServerName::try_from(name).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("bad TLS server name: {e}"))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad TLS server name: {e}"),
+            )
         })?;
-        let tls = TlsConnector::from(tls.config.clone()).connect(name, tcp).await?;
+        let tls = TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await?;
         Ok(Stream::Client(Box::new(tls)))
     };
     tokio::time::timeout(timeout, dial).await.map_err(|_| {

@@ -71,12 +71,10 @@ impl TlsFiles {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
         let builder = if self.require_client_cert {
-            let verifier = WebPkiClientVerifier::builder_with_provider(
-                Arc::new(self.roots()?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider())
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()

@@ -315,10 +315,7 @@ impl<C: ServiceClient> Router<C> {
             let endpoint = in_flight.endpoint().clone();
             tried.push(endpoint.node.id.clone());
             let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
-            let result = self
-                .attempt(&endpoint, &plan, &f)
-                .instrument(span)
-                .await;
+            let result = self.attempt(&endpoint, &plan, &f).instrument(span).await;
             match result {
                 Ok(value) => {
                     in_flight.served();
