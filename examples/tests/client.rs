@@ -218,10 +218,13 @@ async fn calls_go_on_while_the_master_is_down_and_the_view_converges_when_it_is_
         served.keys().all(|id| want.contains(id)),
         "calls go to the current nodes: {served:?}"
     );
+    eprintln!("PHASE calls after {:?}", t.elapsed());
     for n in [a, b, d] {
         n.shutdown().await;
     }
+    eprintln!("PHASE nodes down {:?}", t.elapsed());
     master.shutdown().await;
+    eprintln!("PHASE end {:?}", t.elapsed());
 }
 
 /// A node that will register with the master at `addr` when it can (it is down now).
