@@ -84,12 +84,8 @@ impl fmt::Display for Summary {
 /// to [`FIRST_NODE_TIMEOUT`] for one).
 pub async fn connect(
     master: &str,
-    secret: Option<String>,
+    config: RemoteConfig,
 ) -> Result<Router<CalcClient>, ClientError> {
-    let config = RemoteConfig {
-        secret,
-        ..RemoteConfig::default()
-    };
     let router = remote::connect_with::<CalcClient>(master, config).await?;
     if !router.wait_for_nodes(1, FIRST_NODE_TIMEOUT).await {
         return Err(ClientError::NoNodes(FIRST_NODE_TIMEOUT));

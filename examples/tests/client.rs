@@ -179,11 +179,8 @@ async fn calls_go_on_while_the_master_is_down_and_the_view_converges_when_it_is_
     let router = connect(&addr).await;
     assert!(router.wait_for_nodes(3, BOUND).await);
 
-    let t = Instant::now();
     master.shutdown().await;
-    eprintln!("PHASE master down {:?}", t.elapsed());
     let served = sums(&router, 30).await;
-    eprintln!("PHASE sums {:?}", t.elapsed());
     assert_eq!(served.values().sum::<usize>(), 30, "every call succeeded");
     assert_eq!(
         routed(&router),
@@ -194,9 +191,7 @@ async fn calls_go_on_while_the_master_is_down_and_the_view_converges_when_it_is_
     // While the master is down, c goes away and d starts (it registers once the master is back).
     let c_id = c.id().to_owned();
     c.shutdown().await;
-    eprintln!("PHASE c down {:?}", t.elapsed());
     let calls = sums(&router, 10).await;
-    eprintln!("PHASE sums2 {:?}", t.elapsed());
     assert!(!calls.contains_key(&c_id), "c is skipped once unreachable");
     let d = start_unregistered_node(&addr).await;
 
@@ -218,13 +213,10 @@ async fn calls_go_on_while_the_master_is_down_and_the_view_converges_when_it_is_
         served.keys().all(|id| want.contains(id)),
         "calls go to the current nodes: {served:?}"
     );
-    eprintln!("PHASE calls after {:?}", t.elapsed());
     for n in [a, b, d] {
         n.shutdown().await;
     }
-    eprintln!("PHASE nodes down {:?}", t.elapsed());
     master.shutdown().await;
-    eprintln!("PHASE end {:?}", t.elapsed());
 }
 
 /// A node that will register with the master at `addr` when it can (it is down now).
@@ -328,5 +320,113 @@ async fn client_mode_runs_a_job_and_reports_result_time_and_calls_per_node() {
     for n in nodes {
         n.shutdown().await;
     }
+    master.shutdown().await;
+}
+
+/// A cluster CA in a temporary folder, issuing member certificates (rcgen).
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("distribution-remote-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Self { dir, ca }
+    }
+
+    /// A certificate for `names`, to serve and to call, with mutual TLS required.
+    fn issue(&self, member: &str, names: &[&str]) -> distribution_shared::tls::TlsFiles {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.join(format!("{member}.pem")),
+            self.dir.join(format!("{member}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        distribution_shared::tls::TlsFiles {
+            ca: self.dir.join("ca.pem"),
+            cert: Some(cert_path),
+            key: Some(key_path),
+            require_client_cert: true,
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_caller_follows_an_https_master_and_calls_tls_nodes() {
+    use distribution_master::remote::ConnectError;
+    use distribution_shared::tls::ClientTls;
+    const NODE_NAME: &str = "node.cluster.test";
+    let pki = Pki::new();
+    let mut config = MasterConfig::with_interval(INTERVAL);
+    config.http.tls = Some(pki.issue("master", &["127.0.0.1"]).server_config().unwrap());
+    config.secret = Some("s3cret".into());
+    let master =
+        distribution_master::Master::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), config)
+            .unwrap();
+    let addr = master.local_addr().to_string();
+    let files = pki.issue("node", &[NODE_NAME]);
+    let mut node_config = NodeConfig::new(format!("https://{addr}"));
+    node_config.heartbeat_interval = INTERVAL;
+    node_config.secret = Some("s3cret".into());
+    node_config.tls = Some(distribution_node::NodeTls {
+        server: files.server_config().unwrap(),
+        client: files.client_config().unwrap(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = start_node(listener, node_config, Duration::ZERO).unwrap();
+    assert!(node.wait_registered(BOUND).await);
+
+    // One set of TLS settings (the router's) secures the watch and the calls; a bare
+    // `host:port` then means https.
+    let config = RemoteConfig {
+        secret: Some("s3cret".into()),
+        router: RouterConfig {
+            tls: Some(ClientTls {
+                config: pki
+                    .issue("app", &["app.cluster.test"])
+                    .client_config()
+                    .unwrap(),
+                server_name: Some(NODE_NAME.into()),
+            }),
+            ..RouterConfig::default()
+        },
+        ..remote_config()
+    };
+    let router: Router<CalcClient> = remote::connect_with(&addr, config).await.unwrap();
+    assert_eq!(router.len(), 1);
+    let reply = router
+        .call(|c, ctx| async move { c.sum(ctx, vec![40, 2]).await })
+        .await
+        .unwrap();
+    assert_eq!(reply.value, Ok(42));
+
+    // https:// without TLS settings is refused up front.
+    let err = remote::follow(&format!("https://{addr}"), &remote_config())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::InvalidAddress { .. }), "{err}");
+    node.shutdown().await;
     master.shutdown().await;
 }

@@ -52,6 +52,12 @@
 //!   [`RemoteConfig::restart_grace`] after an outage or a restart, nodes missing from its list
 //!   are kept; new nodes are added at once. After the grace the view is the master's list.
 //!
+//! # Security
+//!
+//! A master with a cluster secret gets it from [`RemoteConfig::secret`]; a master on HTTPS is
+//! reached with [`RemoteConfig::master_tls`], by default the router's TLS settings (the cluster
+//! CA, and the caller's certificate under mutual TLS), which also secure the calls to the nodes.
+//!
 //! The watcher stops when nobody follows the feed any more: when the router (every clone) and
 //! every receiver of [`follow`] are dropped.
 
@@ -61,6 +67,7 @@ use std::time::Duration;
 
 use distribution_shared::ServiceClient;
 use distribution_shared::defaults;
+use distribution_shared::tokio_rustls::rustls;
 use distribution_shared::wire::{ErrorBody, NodeList};
 use rand::Rng;
 use reqwest::{StatusCode, Url};
@@ -99,6 +106,19 @@ pub struct RemoteConfig {
     /// The cluster secret, sent as `Authorization: Bearer` when the master has one (see
     /// [`crate::auth`]). Default none. Never logged.
     pub secret: Option<String>,
+    /// TLS to the master's registry API (the cluster CA, and this caller's certificate for
+    /// mutual TLS). Default: the router's, `router.tls`, since one cluster CA certifies the
+    /// master and the nodes. With TLS a bare `host:port` means `https://host:port`.
+    pub master_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl RemoteConfig {
+    /// The TLS settings for the master: [`RemoteConfig::master_tls`], else the router's.
+    fn effective_master_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.master_tls
+            .clone()
+            .or_else(|| self.router.tls.as_ref().map(|tls| tls.config.clone()))
+    }
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -113,6 +133,7 @@ impl std::fmt::Debug for RemoteConfig {
             .field("restart_grace", &self.restart_grace)
             .field("max_list_bytes", &self.max_list_bytes)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("master_tls", &self.master_tls.is_some())
             .finish()
     }
 }
@@ -129,6 +150,7 @@ impl Default for RemoteConfig {
             restart_grace: defaults::HEARTBEAT_INTERVAL * defaults::TTL_INTERVALS,
             max_list_bytes: 64 * 1024 * 1024,
             secret: None,
+            master_tls: None,
         }
     }
 }
@@ -224,11 +246,13 @@ async fn spawn_watcher(
     master: &str,
     config: &RemoteConfig,
 ) -> Result<(watch::Receiver<Membership>, JoinHandle<()>), ConnectError> {
-    let url = nodes_url(master)?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(config.request_timeout)
-        .build()
-        .map_err(ConnectError::Client)?;
+    let tls = config.effective_master_tls();
+    let url = nodes_url(master, tls.is_some())?;
+    let mut http = reqwest::Client::builder().connect_timeout(config.request_timeout);
+    if let Some(tls) = tls {
+        http = http.use_preconfigured_tls((*tls).clone());
+    }
+    let http = http.build().map_err(ConnectError::Client)?;
     let mut watcher = Watcher {
         http,
         url,
@@ -272,21 +296,32 @@ async fn spawn_watcher(
     Ok((rx, tokio::spawn(watcher.run(tx))))
 }
 
-/// `http://host:port/v1/nodes` from `host:port` or `http://host:port[/]`.
-fn nodes_url(master: &str) -> Result<Url, ConnectError> {
+/// `http://host:port/v1/nodes` from `host:port` or `http://host:port[/]`; `https` with `tls`.
+fn nodes_url(master: &str, tls: bool) -> Result<Url, ConnectError> {
     let invalid = |reason: String| ConnectError::InvalidAddress {
         master: master.to_owned(),
         reason,
     };
     let trimmed = master.trim();
-    let base = if trimmed.contains("://") {
-        trimmed.to_owned()
-    } else {
-        format!("http://{trimmed}")
+    let base = match (trimmed.contains("://"), tls) {
+        (true, _) => trimmed.to_owned(),
+        (false, false) => format!("http://{trimmed}"),
+        (false, true) => format!("https://{trimmed}"),
     };
     let mut url = Url::parse(&base).map_err(|e| invalid(e.to_string()))?;
-    if url.scheme() != "http" {
-        return Err(invalid("only http:// masters are supported".into()));
+    match (url.scheme(), tls) {
+        ("http", _) | ("https", true) => {}
+        ("https", false) => {
+            return Err(invalid(
+                "https:// needs TLS settings (RemoteConfig::master_tls or RouterConfig::tls)"
+                    .into(),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "the master's scheme must be http:// or https://".into(),
+            ));
+        }
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("no host".into()));
@@ -509,16 +544,26 @@ mod tests {
 
     #[test]
     fn master_addresses_parse() {
+        let url = |master, tls| nodes_url(master, tls).map(|u| u.to_string());
         assert_eq!(
-            nodes_url("127.0.0.1:3000").unwrap().as_str(),
+            url("127.0.0.1:3000", false).unwrap(),
             "http://127.0.0.1:3000/v1/nodes"
         );
         assert_eq!(
-            nodes_url("http://m:3000/").unwrap().as_str(),
+            url("http://m:3000/", false).unwrap(),
+            "http://m:3000/v1/nodes"
+        );
+        assert_eq!(url("m:3000", true).unwrap(), "https://m:3000/v1/nodes");
+        assert_eq!(
+            url("https://m:3000", true).unwrap(),
+            "https://m:3000/v1/nodes"
+        );
+        assert_eq!(
+            url("http://m:3000", true).unwrap(),
             "http://m:3000/v1/nodes"
         );
         for bad in ["", "https://m:3000", "ftp://m", "http://", "m:99999"] {
-            assert!(nodes_url(bad).is_err(), "{bad:?} accepted");
+            assert!(url(bad, false).is_err(), "{bad:?} accepted");
         }
     }
 
@@ -545,6 +590,32 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .expect("the watcher stops")
+            .unwrap();
+        master.shutdown().await;
+    }
+
+    #[tarpc::service]
+    trait Echo {
+        async fn echo(text: String) -> String;
+    }
+    distribution_shared::service_client!(EchoClient);
+
+    #[tokio::test]
+    async fn watcher_stops_when_the_router_is_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let master = Master::start(listener, MasterConfig::default()).unwrap();
+        let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
+            .await
+            .unwrap();
+        let router: Router<EchoClient> = Router::new(feed, RouterConfig::default());
+        let clone = router.clone();
+        drop(router);
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "a router clone is still alive");
+        drop(clone);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the watcher stops with the router")
             .unwrap();
         master.shutdown().await;
     }

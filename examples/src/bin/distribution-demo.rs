@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use distribution_examples::client;
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
-use distribution_master::{MasterConfig, RouterConfig};
+use distribution_master::{MasterConfig, RemoteConfig, RouterConfig};
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
 use tokio::net::TcpListener;
@@ -86,15 +86,14 @@ enum Role {
         /// The master's registry API, HOST:PORT.
         #[arg(long, env = "DIST_MASTER")]
         master: String,
-        /// The cluster secret, if the master has one.
-        #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
-        secret: Option<String>,
+        #[command(flatten)]
+        security: Security,
         #[command(subcommand)]
         job: Job,
     },
 }
 
-/// Who may join and call: the cluster secret and TLS files, shared by master and node.
+/// Who may join and call: the cluster secret and TLS files, shared by master, node and client.
 #[derive(clap::Args)]
 struct Security {
     /// The cluster secret: the master requires it on its /v1 API, nodes present it.
@@ -251,21 +250,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::Client {
             master,
-            secret,
+            security,
             job,
-        } => run_client(&master, secret, job).await?,
+        } => {
+            let config = RemoteConfig {
+                secret: security.secret.clone(),
+                router: RouterConfig {
+                    tls: security.client_tls().context("client TLS")?,
+                    ..RouterConfig::default()
+                },
+                ..RemoteConfig::default()
+            };
+            run_client(&master, config, job).await?
+        }
     }
     Ok(())
 }
 
 /// Runs a client job and prints its summary (or, for `watch`, the node sets as JSON lines).
-async fn run_client(master: &str, secret: Option<String>, job: Job) -> anyhow::Result<()> {
+async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Result<()> {
     let summary = match job {
         Job::Watch => {
-            let config = distribution_master::remote::RemoteConfig {
-                secret,
-                ..Default::default()
-            };
             let feed = distribution_master::remote::follow(master, &config).await?;
             tokio::select! {
                 result = client::watch(feed, std::io::stdout()) => result?,
@@ -279,14 +284,14 @@ async fn run_client(master: &str, secret: Option<String>, job: Job) -> anyhow::R
             concurrency,
         } => {
             let values = parse_values(&values).map_err(anyhow::Error::msg)?;
-            let router = client::connect(master, secret).await?;
+            let router = client::connect(master, config).await?;
             let progress = client::progress_bar(repeat);
             let concurrency = concurrency.map(|c| c as usize);
             client::run_sum(&router, values, repeat, concurrency, &progress).await?
         }
         Job::Palindrome { n, concurrency } => {
             let n = parse_n(Some(&n)).map_err(anyhow::Error::msg)?;
-            let router = client::connect(master, secret).await?;
+            let router = client::connect(master, config).await?;
             let progress = client::progress_bar(2);
             let concurrency = concurrency.map(|c| c as usize);
             client::run_palindrome(&router, n, concurrency, &progress).await?
