@@ -6,13 +6,15 @@
 //! the registry updates in place and the router reads when it picks a node.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The load a node reported in its last heartbeat, shared between the registry and the routers.
 #[derive(Debug, Default)]
 pub struct LoadReport {
     in_flight: AtomicU32,
     capacity: AtomicU32,
+    /// Grows at every report, so a reader can tell a new report from the one it saw.
+    seq: AtomicU64,
 }
 
 impl LoadReport {
@@ -21,6 +23,7 @@ impl LoadReport {
         Self {
             in_flight: AtomicU32::new(in_flight),
             capacity: AtomicU32::new(capacity),
+            seq: AtomicU64::new(0),
         }
     }
 
@@ -28,6 +31,12 @@ impl LoadReport {
     pub fn set(&self, in_flight: u32, capacity: u32) {
         self.in_flight.store(in_flight, Ordering::Relaxed);
         self.capacity.store(capacity, Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many reports have been recorded (a new value means a new report).
+    pub fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
 
     /// Calls in flight on the node, from every caller, as last reported.

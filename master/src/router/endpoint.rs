@@ -25,6 +25,10 @@ pub(crate) struct Endpoint<C> {
     load: Arc<LoadReport>,
     in_flight: AtomicU32,
     served: AtomicU64,
+    /// The report sequence number last seen by [`Endpoint::score`], and this router's own count
+    /// of calls in flight at that moment.
+    report_seen: AtomicU64,
+    own_at_report: AtomicU32,
     conn: Mutex<Option<(u64, C)>>,
     generation: AtomicU64,
     dial: tokio::sync::Mutex<()>,
@@ -59,6 +63,8 @@ impl<C: ServiceClient> Endpoint<C> {
             load: member.load.clone(),
             in_flight: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            report_seen: AtomicU64::new(u64::MAX),
+            own_at_report: AtomicU32::new(0),
             conn: Mutex::new(None),
             generation: AtomicU64::new(0),
             dial: tokio::sync::Mutex::new(()),
@@ -85,11 +91,25 @@ impl<C: ServiceClient> Endpoint<C> {
         self.node.id == member.id && self.node.addr == member.addr
     }
 
-    /// The routing score: calls in flight as best known. The node's report lags by up to a
-    /// heartbeat and counts every caller's calls; this router's own count is exact but sees only
-    /// its own. The larger of the two is the better guess of what the node is running now.
+    /// The routing score: calls in flight on the node as best known, from every caller.
+    ///
+    /// This router's own count is exact and current. The node's report counts every caller's
+    /// calls but lags by up to a heartbeat; it includes this router's calls of that moment, which
+    /// are estimated by the own count seen when the report first reached this router. So:
+    /// score = own now + (reported - own at report time), the second term being the other
+    /// callers' load.
     pub(crate) fn score(&self) -> u64 {
-        u64::from(self.own_in_flight().max(self.load.in_flight()))
+        let own = self.own_in_flight();
+        let seq = self.load.seq();
+        if self.report_seen.load(Ordering::Relaxed) != seq {
+            self.report_seen.store(seq, Ordering::Relaxed);
+            self.own_at_report.store(own, Ordering::Relaxed);
+        }
+        let others = self
+            .load
+            .in_flight()
+            .saturating_sub(self.own_at_report.load(Ordering::Relaxed));
+        u64::from(own) + u64::from(others)
     }
 
     /// Whether this router alone already fills the node's reported capacity.
