@@ -3,7 +3,8 @@
 //! scatter/gather results must be complete and not duplicated.
 //!
 //! Cases: a node SIGKILLed mid-call; a node SIGSTOPped (hung with its TCP connection open) and
-//! SIGCONTed; a slow node; a node whose calls fail; churn under 200 concurrent callers.
+//! SIGCONTed; a slow node; a node whose calls fail; the master SIGKILLed and restarted (master
+//! as a process too, the caller a remote router); churn under 200 concurrent callers.
 
 mod support;
 
@@ -13,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distribution_examples::service::CalcClient;
+use distribution_master::remote::{self, RemoteConfig};
 use distribution_master::{
     CallOptions, Master, MasterConfig, Router, RouterConfig, ScatterOptions,
 };
-use support::procs::{Proc, start_node};
+use support::procs::{Proc, start_master_on, start_node};
 use support::wait_until;
 use tokio::net::TcpListener;
 
@@ -60,6 +62,17 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Fails the test, showing the first few failures, unless every call succeeded.
+    fn assert_no_failure(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} failed: {:?}",
+            self.failures.len(),
+            self.ok + self.failures.len(),
+            &self.failures[..self.failures.len().min(5)]
+        );
+    }
+
     fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.failures.extend(other.failures);
@@ -146,12 +159,7 @@ async fn node_sigkilled_mid_call_loses_nothing_and_scatter_stays_complete() {
         nodes.remove(0); // dropped: SIGKILL
     };
     let (outcome, scattered, ()) = tokio::join!(load, scatter, kill);
-    assert!(
-        outcome.failures.is_empty(),
-        "{} failed: {:?}",
-        outcome.failures.len(),
-        &outcome.failures[..outcome.failures.len().min(5)]
-    );
+    outcome.assert_no_failure();
     assert!(outcome.ok > 100, "the load ran: {outcome:?}");
     let counts: u64 = scattered.unwrap().iter().map(|r| r.value).sum();
     assert_eq!(counts, 6536, "scatter complete, nothing counted twice");
@@ -184,12 +192,7 @@ async fn node_sigstopped_is_routed_around_evicted_and_welcomed_back() {
         (evicted, stopped_at.elapsed())
     };
     let (outcome, (evicted, after)) = tokio::join!(load, hang);
-    assert!(
-        outcome.failures.is_empty(),
-        "{} failed: {:?}",
-        outcome.failures.len(),
-        &outcome.failures[..outcome.failures.len().min(5)]
-    );
+    outcome.assert_no_failure();
     assert!(evicted, "the hung node is evicted");
     assert!(
         after < INTERVAL * 3 + Duration::from_secs(2),
@@ -204,7 +207,7 @@ async fn node_sigstopped_is_routed_around_evicted_and_welcomed_back() {
     assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
     let stop = Arc::new(AtomicBool::new(false));
     let again = drive(&router, 12, 30, stop).await;
-    assert!(again.failures.is_empty(), "{:?}", again.failures);
+    again.assert_no_failure();
     assert_eq!(
         again.per_node.len(),
         3,
@@ -232,7 +235,7 @@ async fn a_slow_node_gets_less_work() {
     let stop = Arc::new(AtomicBool::new(false));
     stop_after(&stop, Duration::from_secs(2));
     let outcome = drive(&router, 12, 10_000, stop).await;
-    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    outcome.assert_no_failure();
     let fast: usize = fast_ids
         .iter()
         .map(|id| outcome.per_node.get(id).copied().unwrap_or(0))
@@ -260,11 +263,7 @@ async fn a_node_that_fails_every_call_costs_no_idempotent_call() {
     let stop = Arc::new(AtomicBool::new(false));
     stop_after(&stop, Duration::from_secs(2));
     let outcome = drive(&router, 16, 10_000, stop).await;
-    assert!(
-        outcome.failures.is_empty(),
-        "{:?}",
-        &outcome.failures[..outcome.failures.len().min(5)]
-    );
+    outcome.assert_no_failure();
     assert_eq!(
         outcome.per_node.len(),
         2,
@@ -333,13 +332,7 @@ async fn churn_for_sixty_seconds_under_200_callers_loses_nothing() {
         (joined, left)
     };
     let (outcome, (joined, left)) = tokio::join!(load, churn);
-    assert!(
-        outcome.failures.is_empty(),
-        "{} of {} failed: {:?}",
-        outcome.failures.len(),
-        outcome.ok + outcome.failures.len(),
-        &outcome.failures[..outcome.failures.len().min(5)]
-    );
+    outcome.assert_no_failure();
     assert!(
         joined >= 20 && left >= 20,
         "churn happened: {joined} joined, {left} left"
@@ -350,6 +343,120 @@ async fn churn_for_sixty_seconds_under_200_callers_loses_nothing() {
         outcome.ok,
         outcome.per_node.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_membership() {
+    // The master is a process on a fixed port, so that it can come back where nodes and callers
+    // look for it; the caller is a remote router in this process, fed by the master's watch.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let registry = format!("127.0.0.1:{port}");
+    let interval_ms = INTERVAL.as_millis() as u64;
+    let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
+    let nodes: Vec<Proc> = (0..3).map(|_| node(&registry, 20)).collect();
+    let router: Router<CalcClient> = remote::connect_with(
+        &registry,
+        RemoteConfig {
+            router: RouterConfig {
+                idempotent: true,
+                attempt_timeout: Some(Duration::from_millis(500)),
+                attempts: 4,
+                ..RouterConfig::default()
+            },
+            load_refresh: INTERVAL,
+            retry_base: Duration::from_millis(50),
+            retry_max: Duration::from_millis(200),
+            restart_grace: INTERVAL * 3,
+            ..RemoteConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        router.wait_for_nodes(3, Duration::from_secs(20)).await,
+        "the caller sees the 3 nodes"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_after(&stop, Duration::from_secs(4));
+    let load = drive(&router, 30, 100_000, stop.clone());
+    let outage = async {
+        let mut master = master;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        master.signal("KILL");
+        assert_eq!(master.wait_exit(Duration::from_secs(10)), Some(false));
+        drop(master);
+        // Calls go on from the caller's last view for a while with no master at all.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let served_during_outage = served(&router);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let outage_calls = served(&router) - served_during_outage;
+        let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
+        let restarted = Instant::now();
+        let listed = wait_listed(&registry, 3, Duration::from_secs(10)).await;
+        (master, outage_calls, listed.then(|| restarted.elapsed()))
+    };
+    let (outcome, (_master, outage_calls, rebuilt_after)) = tokio::join!(load, outage);
+    outcome.assert_no_failure();
+    assert!(
+        outage_calls > 50,
+        "calls kept being served while the master was down: {outage_calls}"
+    );
+    let rebuilt_after = rebuilt_after.expect("the restarted master lists the 3 nodes again");
+    assert!(
+        outcome.per_node.len() == 3,
+        "all 3 nodes served: {:?}",
+        outcome.per_node
+    );
+
+    // The caller follows the new master: a node that joins now is seen and gets work.
+    let mut nodes = nodes;
+    nodes.push(node(&registry, 20));
+    assert!(
+        wait_listed(&registry, 4, Duration::from_secs(10)).await,
+        "a new node registers with the restarted master"
+    );
+    assert!(
+        router.wait_for_nodes(4, Duration::from_secs(10)).await,
+        "the caller's view converges on the restarted master's"
+    );
+    let again = drive(&router, 16, 20, Arc::new(AtomicBool::new(false))).await;
+    again.assert_no_failure();
+    assert_eq!(again.per_node.len(), 4, "{:?}", again.per_node);
+    eprintln!(
+        "master restart: {} calls ok, {outage_calls} served in 0.5 s of outage, \
+         membership rebuilt {rebuilt_after:?} after the restart",
+        outcome.ok
+    );
+}
+
+/// Calls this router has completed, over all nodes.
+fn served(router: &Router<CalcClient>) -> u64 {
+    router.stats().iter().map(|s| s.served).sum()
+}
+
+/// Polls the master's `GET /v1/nodes` until it lists `n` nodes (connection errors count as not
+/// yet).
+async fn wait_listed(registry: &str, n: usize, timeout: Duration) -> bool {
+    let url = format!("http://{registry}/v1/nodes");
+    support::wait_until(timeout, || {
+        let url = url.clone();
+        async move {
+            let Ok(response) = reqwest::get(&url).await else {
+                return false;
+            };
+            let Ok(body) = response.json::<serde_json::Value>().await else {
+                return false;
+            };
+            body["nodes"]
+                .as_array()
+                .is_some_and(|nodes| nodes.len() == n)
+        }
+    })
+    .await
 }
 
 /// Lets a SIGTERMed node finish its graceful exit in the background, then reaps it.

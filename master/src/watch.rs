@@ -40,7 +40,8 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// How many blocking queries may wait at once: 10,000. Each costs a task and a watch receiver;
-/// the limit bounds what a misbehaving caller can pin.
+/// the limit bounds what a misbehaving caller can pin. It is separate from the connection limit
+/// (4096 by default) because HTTP/2 carries many queries on one connection.
 pub const MAX_WAITERS: usize = 10_000;
 
 /// Why a `wait` parameter was refused.

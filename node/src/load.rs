@@ -1,4 +1,4 @@
-//! [`Load`]: the node's count of calls in flight and served, and the [`Counted`] service wrapper
+//! [`Load`]: the node's count of calls in flight and served, and the `Counted` service wrapper
 //! that keeps it, refusing calls beyond the node's capacity.
 
 use std::future::Future;

@@ -1,5 +1,5 @@
 //! The node's tarpc server and its lifecycle: accept connections, serve calls (counted by
-//! [`Load`]), keep the lease ([`crate::heartbeat`]), and on shutdown leave the master and drain.
+//! [`Load`]), keep the lease (the `heartbeat` module), and on shutdown leave the master and drain.
 //!
 //! Shutdown order, so that no call is lost:
 //! 1. stop accepting connections and deregister (routers stop sending here within milliseconds);

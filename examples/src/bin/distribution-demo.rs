@@ -64,7 +64,7 @@ enum Role {
         /// The HOST:PORT callers should dial, if not the address the master sees.
         #[arg(long, env = "DIST_ADVERTISE")]
         advertise: Option<String>,
-        /// The node's id (default: a fresh node-<uuid>).
+        /// The node's id (default: a fresh `node-<uuid>`).
         #[arg(long, env = "DIST_NODE_ID")]
         id: Option<String>,
         /// How many calls the node runs at once.

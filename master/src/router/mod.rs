@@ -4,8 +4,8 @@
 //! A [`Router<C>`] follows a [`Membership`] feed (the in-process registry's, or a remote master's)
 //! and routes each call to the least-used healthy node:
 //!
-//! - **one connection per node**, dialled on first use, multiplexing every call ([`endpoint`]);
-//! - **least used**: the fewest calls in flight, ties broken at random ([`pick`]);
+//! - **one connection per node**, dialled on first use, multiplexing every call (`endpoint.rs`);
+//! - **least used**: the fewest calls in flight, ties broken at random (`pick.rs`);
 //! - **failover**: a call whose connection fails is retried on another node, up to
 //!   [`RouterConfig::attempts`] nodes, all within one deadline; the failed node is ejected from
 //!   routing at once (for a backoff that grows with repeated failures) instead of waiting for
