@@ -5,18 +5,37 @@
 //! [`Membership`] snapshot; heartbeats only renew leases and update load figures in place.
 //! Expired leases are removed by [`Registry::evict_expired`], which the lease reaper
 //! ([`crate::lease`]) calls on a timer.
+//!
+//! A snapshot costs time in proportion to the number of nodes, so a large registry does not
+//! publish one per change: above [`INLINE_PUBLISH_MAX`] nodes, and when the publisher task runs
+//! ([`Registry::run_publisher`], started by the master), changes are coalesced and published by
+//! that task, spaced by ten times what the last snapshot took (at least 10 ms). Otherwise 100,000
+//! nodes registering (a master restart) would cost 100,000 snapshots of up to 100,000 members.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use distribution_shared::wire::{Heartbeat, Lease, NodeInfo, NodeList, NodeState};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::MasterConfig;
 use crate::membership::{LoadReport, Member, Membership};
+
+/// Up to this many nodes, every change of the node set is published at once, by the request that
+/// made it; above, by the publisher task when it runs (see the module's documentation).
+pub const INLINE_PUBLISH_MAX: usize = 1024;
+
+/// The shortest spacing of two coalesced publications.
+const MIN_PUBLISH_SPACING: Duration = Duration::from_millis(10);
+
+/// Coalesced publications are spaced by this many times what the last one took, so that building
+/// snapshots uses at most about a tenth of a core however fast the node set changes.
+const PUBLISH_SPACING_FACTOR: u32 = 10;
 
 /// Why the registry refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +72,10 @@ struct Shared {
     interval: Duration,
     ttl: Duration,
     max_nodes: usize,
+    /// Wakes the publisher task after a change it must publish.
+    publisher: Notify,
+    /// Whether the publisher task runs (otherwise every change is published at once).
+    deferred: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +84,10 @@ struct State {
     /// Which id holds each address, so a node restarted under a new id replaces its old entry.
     by_addr: HashMap<String, String>,
     index: u64,
+    /// The index of the last published snapshot (what `list` reports).
+    published: u64,
+    /// Whether changes wait for the publisher task.
+    dirty: bool,
 }
 
 #[derive(Debug)]
@@ -83,6 +110,8 @@ impl Registry {
                 interval: config.heartbeat_interval,
                 ttl: config.ttl,
                 max_nodes: config.max_nodes,
+                publisher: Notify::new(),
+                deferred: AtomicBool::new(false),
             }),
         }
     }
@@ -141,7 +170,7 @@ impl Registry {
         }
         state.by_addr.insert(reg.addr.clone(), reg.id.clone());
         if changed {
-            self.publish(state);
+            self.changed(state);
         }
         Ok(self.lease(&reg.id, &reg.addr))
     }
@@ -170,7 +199,7 @@ impl Registry {
         };
         state.by_addr.remove(&*entry.addr);
         info!(node = %id, addr = %entry.addr, "node left");
-        self.publish(&mut state);
+        self.changed(&mut state);
         true
     }
 
@@ -192,12 +221,13 @@ impl Registry {
             }
         }
         if !expired.is_empty() {
-            self.publish(&mut state);
+            self.changed(&mut state);
         }
         expired
     }
 
-    /// The registry's contents, sorted by id, with ages measured at `now`.
+    /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
+    /// published one: a blocking query on it answers when the next snapshot is published.
     pub fn list(&self, now: Instant) -> NodeList {
         let late_after = self.shared.interval + self.shared.interval / 2;
         let state = self.lock();
@@ -223,7 +253,7 @@ impl Registry {
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         NodeList {
-            index: state.index,
+            index: state.published,
             nodes,
         }
     }
@@ -261,23 +291,91 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn publish(&self, state: &mut State) {
+    /// Publishes the changes of a large node set, coalesced (see the module's documentation),
+    /// until `shutdown` is cancelled; then publishes what is pending and returns. Meant to run
+    /// as one task per registry.
+    pub async fn run_publisher(self, shutdown: CancellationToken) {
+        self.shared.deferred.store(true, Ordering::SeqCst);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.shared.publisher.notified() => {}
+            }
+            let started = std::time::Instant::now();
+            self.flush();
+            let spacing = (started.elapsed() * PUBLISH_SPACING_FACTOR).max(MIN_PUBLISH_SPACING);
+            if shutdown
+                .run_until_cancelled(tokio::time::sleep(spacing))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+        self.shared.deferred.store(false, Ordering::SeqCst);
+        self.flush();
+    }
+
+    /// Records a change of the node set: published now, or by the publisher task.
+    fn changed(&self, state: &mut State) {
         state.index += 1;
-        let mut members: Vec<Member> = state
-            .nodes
-            .values()
-            .map(|e| Member {
-                id: e.id.clone(),
-                addr: e.addr.clone(),
-                load: e.load.clone(),
-            })
-            .collect();
+        if state.nodes.len() <= INLINE_PUBLISH_MAX || !self.shared.deferred.load(Ordering::SeqCst) {
+            let mut members = members(state);
+            members.sort_by(|a, b| a.id.cmp(&b.id));
+            state.dirty = false;
+            state.published = state.index;
+            self.send(state.index, members);
+        } else {
+            state.dirty = true;
+            self.shared.publisher.notify_one();
+        }
+    }
+
+    /// Publishes the pending changes, if any. The members are collected under the lock and
+    /// sorted outside it, so that heartbeats do not wait for the sort.
+    fn flush(&self) {
+        let (index, mut members) = {
+            let mut state = self.lock();
+            if !state.dirty {
+                return;
+            }
+            state.dirty = false;
+            (state.index, members(&state))
+        };
         members.sort_by(|a, b| a.id.cmp(&b.id));
-        self.shared.membership.send_replace(Membership {
-            index: state.index,
+        self.send(index, members);
+        let mut state = self.lock();
+        state.published = state.published.max(index);
+    }
+
+    /// Sends a snapshot unless a newer one went out already.
+    fn send(&self, index: u64, members: Vec<Member>) {
+        let snapshot = Membership {
+            index,
             members: members.into(),
+        };
+        self.shared.membership.send_if_modified(|current| {
+            if snapshot.index > current.index {
+                *current = snapshot;
+                true
+            } else {
+                false
+            }
         });
     }
+}
+
+/// The registry's nodes as routable members, unsorted.
+fn members(state: &State) -> Vec<Member> {
+    state
+        .nodes
+        .values()
+        .map(|e| Member {
+            id: e.id.clone(),
+            addr: e.addr.clone(),
+            load: e.load.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -353,6 +451,39 @@ mod tests {
             Err(RegistryError::Full(1))
         );
         r.register(reg("a", "127.0.0.1:1")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_sets_are_published_by_the_publisher_task_and_nothing_is_lost() {
+        let r = registry();
+        let stop = CancellationToken::new();
+        let publisher = tokio::spawn(r.clone().run_publisher(stop.clone()));
+        // Let the task start, so that changes above the threshold are deferred to it.
+        while !r.shared.deferred.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let n = INLINE_PUBLISH_MAX + 100;
+        for i in 0..n {
+            r.register(reg(&format!("n{i:05}"), &format!("127.0.0.1:{}", 1000 + i)))
+                .unwrap();
+        }
+        assert!(r.deregister("n00000"));
+        let mut rx = r.subscribe();
+        let index = r.index();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|m| m.index == index))
+            .await
+            .expect("published")
+            .unwrap();
+        let members = rx.borrow().members.clone();
+        assert_eq!(members.len(), n - 1);
+        assert!(members.windows(2).all(|w| w[0].id < w[1].id), "sorted");
+        assert_eq!(r.list(Instant::now()).index, index);
+        stop.cancel();
+        publisher.await.unwrap();
+        // Without the task, changes are published at once again.
+        assert!(r.deregister("n00001"));
+        assert_eq!(rx.borrow().index, r.index());
+        assert_eq!(rx.borrow().members.len(), n - 2);
     }
 
     #[tokio::test]

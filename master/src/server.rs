@@ -41,6 +41,7 @@ impl Master {
         let registry = Registry::new(&config);
         let shutdown = CancellationToken::new();
         tokio::spawn(lease::run_reaper(registry.clone(), shutdown.clone()));
+        tokio::spawn(registry.clone().run_publisher(shutdown.clone()));
         let mut app = api::routes_until(registry.clone(), &config, shutdown.clone());
         match &config.secret {
             Some(secret) => {

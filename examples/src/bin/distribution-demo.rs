@@ -1,7 +1,7 @@
 //! `distribution-demo`: the demo program, as `master` (registry + gateway), `node`, or `client`.
 //!
 //! ```text
-//! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001]
+//! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
@@ -50,6 +50,10 @@ enum Role {
         /// How long a silent node keeps its lease, in milliseconds (default: 3 intervals).
         #[arg(long, env = "DIST_TTL_MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
         ttl_ms: Option<u64>,
+        /// The most nodes the registry holds (registrations beyond get 503).
+        #[arg(long, env = "DIST_MAX_NODES", default_value_t = distribution_shared::defaults::MAX_NODES as u64,
+              value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        max_nodes: u64,
         #[command(flatten)]
         security: Security,
     },
@@ -188,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
             gateway,
             heartbeat_interval_ms,
             ttl_ms,
+            max_nodes,
             security,
         } => {
             let mut config =
@@ -195,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(ttl) = ttl_ms {
                 config.ttl = Duration::from_millis(ttl);
             }
+            config.max_nodes = usize::try_from(max_nodes).context("--max-nodes")?;
             config.secret = security.secret.clone();
             if let Some(files) = security.files() {
                 config.http.tls = Some(files.server_config().context("registry TLS")?);

@@ -143,6 +143,10 @@ impl<C: ServiceClient> Endpoint<C> {
 
     /// Takes the endpoint out of routing for a backoff that doubles with each consecutive failure
     /// (jittered by +-20 %), and drops its connection if it is still the one that failed.
+    ///
+    /// Failures reported while the endpoint is already ejected are the same incident (the other
+    /// calls that were in flight when the node died) and add no strike: otherwise the dozens of
+    /// calls in flight on a killed node would push its backoff to the maximum at once.
     pub(crate) fn mark_failed(&self, generation: Option<u64>, backoff: Backoff) {
         if let Some(generation) = generation {
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -151,6 +155,9 @@ impl<C: ServiceClient> Endpoint<C> {
             }
         }
         let mut ejection = self.ejection();
+        if ejection.until.is_some_and(|until| until > Instant::now()) {
+            return;
+        }
         ejection.strikes = ejection.strikes.saturating_add(1);
         let exp = ejection.strikes.saturating_sub(1).min(16);
         let pause = backoff.base.saturating_mul(1 << exp).min(backoff.max);
@@ -234,5 +241,52 @@ impl<C> InFlight<C> {
 impl<C> Drop for InFlight<C> {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tarpc::service]
+    trait Echo {
+        async fn echo(value: u32) -> u32;
+    }
+    distribution_shared::service_client!(EchoClient);
+
+    fn endpoint() -> Endpoint<EchoClient> {
+        Endpoint::new(&Member {
+            id: "a".into(),
+            addr: "127.0.0.1:1".into(),
+            load: Arc::new(LoadReport::default()),
+        })
+    }
+
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+
+    #[test]
+    fn failures_of_one_incident_count_once() {
+        let e = endpoint();
+        // The 40 calls in flight when a node dies all fail together: one strike, a 1 s pause.
+        for _ in 0..40 {
+            e.mark_failed(None, BACKOFF);
+        }
+        assert_eq!(e.ejection().strikes, 1);
+        let until = e.ejection().until.unwrap();
+        assert!(until <= Instant::now() + Duration::from_millis(1200));
+        assert!(e.is_ejected(Instant::now()));
+        // A failure after the pause (a probe that failed again) doubles it.
+        e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
+        e.mark_failed(None, BACKOFF);
+        assert_eq!(e.ejection().strikes, 2);
+        let until = e.ejection().until.unwrap();
+        assert!(until >= Instant::now() + Duration::from_millis(1500));
+        // A success clears the record.
+        e.mark_ok();
+        assert_eq!(e.ejection().strikes, 0);
+        assert!(!e.is_ejected(Instant::now()));
     }
 }
