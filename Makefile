@@ -29,3 +29,4 @@ clean:
 	$(CARGO) clean
 
 -include docker/docker.mk
+-include bench.mk

@@ -2,8 +2,10 @@
 //! chunks for the nodes.
 //!
 //! `k` is a binary palindrome when its binary digits (without leading zeros) read the same both
-//! ways; 0 counts as one. The check is three bit operations, no strings, so a node counts about a
-//! billion numbers per second per core.
+//! ways; 0 counts as one. The check is a bit reversal and a shift, no strings; [`count_range`]
+//! walks the range one bit width at a time so that the shift is fixed for a whole stretch, which
+//! makes a count about 2.3 ns per number on one core of the 2 GHz AMD EPYC of BENCHMARKS.md
+//! (some 430 million numbers per second).
 
 /// The largest `n` the gateway accepts for `/palindrom?n=`: 2^33 (a few seconds of work per core).
 pub const MAX_N: u64 = 1 << 33;
@@ -25,11 +27,41 @@ pub fn is_binary_palindrome(k: u64) -> bool {
 }
 
 /// How many `k` in `start..=end` are binary palindromes (0 when `start > end`).
+///
+/// Every number is checked as [`is_binary_palindrome`] does, but the range is cut where the bit
+/// width changes, so that the leading-zero count and the shift are computed once per width
+/// instead of once per number (1.6 times faster than checking each number alone).
 pub fn count_range(start: u64, end: u64) -> u64 {
     if start > end {
         return 0;
     }
-    (start..=end).filter(|&k| is_binary_palindrome(k)).count() as u64
+    let mut count = 0;
+    let mut low = start;
+    if low == 0 {
+        count += 1;
+        if end == 0 {
+            return count;
+        }
+        low = 1;
+    }
+    loop {
+        let width = 64 - low.leading_zeros();
+        let high = if width == 64 {
+            end
+        } else {
+            end.min((1 << width) - 1)
+        };
+        let shift = 64 - width;
+        // `low..high` then `high` alone: an exclusive range compiles to a tighter loop.
+        count += (low..high)
+            .filter(|&k| k.reverse_bits() >> shift == k)
+            .count() as u64;
+        count += u64::from(high.reverse_bits() >> shift == high);
+        if high == end {
+            return count;
+        }
+        low = high + 1;
+    }
 }
 
 /// Cuts `0..=n` into contiguous, non-overlapping inclusive ranges for `nodes` nodes: no chunk
@@ -88,6 +120,22 @@ mod tests {
         #[test]
         fn matches_brute_force(n in 0u64..20_000) {
             prop_assert_eq!(count_range(0, n), brute(n));
+        }
+
+        #[test]
+        fn matches_the_per_number_check(start in any::<u64>(), len in 0u64..3_000) {
+            let end = start.saturating_add(len);
+            let each = (start..=end).filter(|&k| is_binary_palindrome(k)).count() as u64;
+            prop_assert_eq!(count_range(start, end), each);
+            // Ranges across a change of width, and at the top of the u64 range.
+            let width = start.max(1).ilog2();
+            let edge = 1u64 << width;
+            let (a, b) = (edge.saturating_sub(len / 2), edge.saturating_add(len / 2));
+            let each = (a..=b).filter(|&k| is_binary_palindrome(k)).count() as u64;
+            prop_assert_eq!(count_range(a, b), each);
+            let top = u64::MAX - len;
+            let each = (top..=u64::MAX).filter(|&k| is_binary_palindrome(k)).count() as u64;
+            prop_assert_eq!(count_range(top, u64::MAX), each);
         }
 
         #[test]

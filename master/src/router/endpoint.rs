@@ -141,6 +141,17 @@ impl<C: ServiceClient> Endpoint<C> {
         self.ejection().until.is_some_and(|until| until > now)
     }
 
+    /// Whether the endpoint may take a call at `now`: not ejected, and, once the pause after a
+    /// failure is over, one call at a time until a call succeeds (a single probe, so that the
+    /// callers do not all rush to a node that is still dead the moment its pause ends).
+    pub(crate) fn takes_calls(&self, now: Instant) -> bool {
+        match self.ejection().until {
+            None => true,
+            Some(until) if until > now => false,
+            Some(_) => self.own_in_flight() == 0,
+        }
+    }
+
     /// Takes the endpoint out of routing for a backoff that doubles with each consecutive failure
     /// (jittered by +-20 %), and drops its connection if it is still the one that failed.
     ///
@@ -268,8 +279,8 @@ mod tests {
     };
 
     #[test]
-    fn failures_of_one_incident_count_once() {
-        let e = endpoint();
+    fn failures_of_one_incident_count_once_and_a_single_call_probes() {
+        let e = Arc::new(endpoint());
         // The 40 calls in flight when a node dies all fail together: one strike, a 1 s pause.
         for _ in 0..40 {
             e.mark_failed(None, BACKOFF);
@@ -284,8 +295,19 @@ mod tests {
         assert_eq!(e.ejection().strikes, 2);
         let until = e.ejection().until.unwrap();
         assert!(until >= Instant::now() + Duration::from_millis(1500));
+        // After the pause, one probe call at a time.
+        e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
+        assert!(e.takes_calls(Instant::now()));
+        let probe = e.begin();
+        assert!(
+            !e.takes_calls(Instant::now()),
+            "a second call waits for the probe"
+        );
+        drop(probe);
+        assert!(e.takes_calls(Instant::now()));
         // A success clears the record.
         e.mark_ok();
+        assert!(e.takes_calls(Instant::now()));
         assert_eq!(e.ejection().strikes, 0);
         assert!(!e.is_ejected(Instant::now()));
     }

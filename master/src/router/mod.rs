@@ -476,8 +476,9 @@ impl<C: ServiceClient> Shared<C> {
     }
 
     /// Picks the least-used node not yet `tried` and counts the call on it, both under the RNG
-    /// lock so that concurrent calls see each other's counts. Nodes that are ejected or full are
-    /// used only when no other node is left (better a doubtful node than no answer).
+    /// lock so that concurrent calls see each other's counts. Nodes that are ejected (or probed
+    /// by another call after their pause) or full are used only when no other node is left
+    /// (better a doubtful node than no answer).
     fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
@@ -486,7 +487,7 @@ impl<C: ServiceClient> Shared<C> {
         let score = |e: &Arc<Endpoint<C>>| e.score();
         let found = pick::least_used(
             &endpoints,
-            |e| fresh(e) && !e.is_ejected(now) && !e.is_full(),
+            |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
             score,
             &mut *rng,
         )
