@@ -320,3 +320,49 @@ async fn absurd_deadlines_are_clamped_not_fatal() {
         .unwrap();
     assert_eq!(reply.value, Ok(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_calls_survive_most_nodes_leaving_at_once() {
+    // Scaling 5 nodes down to 1 while calls run: a call moved off a node that left does not use
+    // up an attempt, so even with a single attempt allowed every call ends on the last node.
+    let master = master().await;
+    let stay = node(&master, Duration::from_millis(300)).await;
+    let mut leaving = Vec::new();
+    for _ in 0..4 {
+        leaving.push(node(&master, Duration::from_millis(300)).await);
+    }
+    let router = router(&master, 5, RouterConfig::default()).await;
+    let options = CallOptions {
+        attempts: Some(1),
+        ..CallOptions::default().idempotent()
+    };
+    let handles: Vec<_> = (0..20i64)
+        .map(|i| {
+            router.spawn_with(options, move |client, ctx| async move {
+                client.sum(ctx, vec![i, 1]).await
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            leaving.iter().all(|n| n.load().in_flight() > 0)
+        })
+        .await,
+        "the calls spread over the leaving nodes too"
+    );
+    let stops: Vec<_> = leaving
+        .into_iter()
+        .map(|n| tokio::spawn(n.shutdown()))
+        .collect();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = handle.await.unwrap_or_else(|e| panic!("call {i}: {e}"));
+        assert_eq!(reply.value, Ok(i as i64 + 1), "call {i}");
+    }
+    for stop in stops {
+        stop.await.unwrap();
+    }
+    assert!(
+        stay.load().served() >= 4,
+        "the staying node took the moved calls"
+    );
+}

@@ -54,7 +54,8 @@ pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 pub struct RouterConfig {
     /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
     pub deadline: Duration,
-    /// How many different nodes a call may try when connections fail. 3.
+    /// How many different nodes a call may try when connections fail. 3. Idempotent calls
+    /// moved off a node because it left the cluster do not count against it.
     pub attempts: u32,
     /// How long dialling a node may take. 2 s.
     pub connect_timeout: Duration,
@@ -187,6 +188,10 @@ impl<C> Drop for Shared<C> {
 enum Attempt {
     /// The attempt failed in a way another node may not: try one.
     Retry(CallError),
+    /// The node left the cluster during the attempt: try another one, without counting it
+    /// against the attempts (a node leaving is not a failure; when several leave at once, as
+    /// when a service is scaled down, a call could otherwise run out of attempts).
+    Gone(CallError),
     /// The call is over.
     Fail(CallError),
 }
@@ -308,12 +313,16 @@ impl<C: ServiceClient> Router<C> {
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last_failure: Option<CallError> = None;
-        for attempt in 1..=attempts {
+        // Failed attempts so far; attempts on nodes that left do not count. Bounded anyway: each
+        // node is tried once, and the deadline spans every attempt.
+        let mut failed = 0;
+        while failed < attempts {
             let Some(in_flight) = self.shared.pick(&tried) else {
                 break;
             };
             let endpoint = in_flight.endpoint().clone();
             tried.push(endpoint.node.id.clone());
+            let attempt = tried.len() as u32;
             let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
             let result = self.attempt(&endpoint, &plan, &f).instrument(span).await;
             match result {
@@ -329,6 +338,11 @@ impl<C: ServiceClient> Router<C> {
                 Err(Attempt::Fail(err)) => return Err(err),
                 Err(Attempt::Retry(err)) => {
                     tracing::debug!(error = %err, "attempt failed, trying another node");
+                    failed += 1;
+                    last_failure = Some(err);
+                }
+                Err(Attempt::Gone(err)) => {
+                    tracing::debug!(error = %err, "the node left, trying another one");
                     last_failure = Some(err);
                 }
             }
@@ -426,7 +440,11 @@ impl<C: ServiceClient> Router<C> {
             tokio::select! {
                 outcome = call => outcome,
                 _ = endpoint.removed() => {
-                    return Err(transport("the node left the cluster during the call".into()));
+                    return Err(Attempt::Gone(CallError::Transport {
+                        node: node.clone(),
+                        attempts: 1,
+                        reason: "the node left the cluster during the call".into(),
+                    }));
                 }
             }
         } else {
