@@ -56,6 +56,9 @@ const MIN_ACHIEVED: f64 = 0.95;
 /// The CPU share of one core the master may use for 10,000 nodes at 1 Hz.
 const CPU_TARGET_PCT: f64 = 30.0;
 
+/// How many times the step of the CPU target is measured (the median is kept).
+const CPU_WINDOWS: usize = 3;
+
 /// The memory the master may use with 100,000 registered nodes.
 const RSS_TARGET_MB: f64 = 200.0;
 
@@ -121,6 +124,8 @@ struct Step {
     /// Latency from the time the heartbeat was due, in milliseconds.
     p99_from_schedule_ms: f64,
     master_cpu_pct: f64,
+    /// At the CPU target's step: the master's CPU in each of the [`CPU_WINDOWS`] windows.
+    cpu_samples_pct: Vec<f64>,
     generator_cpu_pct: f64,
     master_rss_mb: f64,
     /// How long registering this step's new nodes took, and how many they were.
@@ -199,6 +204,18 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         registered = nodes;
         master.ensure_running()?;
         let mut step = pool.heartbeats(nodes, plan, pid).await?;
+        if nodes == plan.cpu_at {
+            // The step the CPU target reads: measured three times (this VM's CPU accounting is
+            // noisy), the window with the median master CPU kept, all three recorded.
+            let mut windows = vec![step];
+            for _ in 1..CPU_WINDOWS {
+                windows.push(pool.heartbeats(nodes, plan, pid).await?);
+            }
+            let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
+            windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
+            step = windows.swap_remove(windows.len() / 2);
+            step.cpu_samples_pct = samples;
+        }
         step.registered = new;
         step.registration_s = registration.as_secs_f64();
         step.master_rss_mb = rss_mb(pid)?;
@@ -404,6 +421,7 @@ impl Pool {
             max_ms: percentile_ms(&service, 1.0),
             p99_from_schedule_ms: percentile_ms(&sched, 0.99),
             master_cpu_pct,
+            cpu_samples_pct: Vec::new(),
             generator_cpu_pct,
             master_rss_mb: 0.0,
             registered: 0,
@@ -627,9 +645,16 @@ fn section(figures: Figures) -> Section {
             plan.cpu_at
         ),
         at_cpu.map_or("not reached".into(), |s| {
+            let windows: Vec<String> = s
+                .cpu_samples_pct
+                .iter()
+                .map(|c| format!("{c:.1}"))
+                .collect();
             format!(
-                "{:.1} % (generator {:.1} %)",
-                s.master_cpu_pct, s.generator_cpu_pct
+                "{:.1} %, median of windows [{}] (generator {:.1} %)",
+                s.master_cpu_pct,
+                windows.join(", "),
+                s.generator_cpu_pct
             )
         }),
         at_cpu.is_some_and(|s| s.passed && s.master_cpu_pct < CPU_TARGET_PCT),
