@@ -202,8 +202,9 @@ async fn palindrom(
             .values()
             .map(|(node, chunks)| format!("{node} x{chunks}"))
             .collect();
+        let unit = if chunk_count == 1 { "chunk" } else { "chunks" };
         format!(
-            "Palindrom counter to {n}: {count} ({chunk_count} chunks on {})\n",
+            "Palindrom counter to {n}: {count} ({chunk_count} {unit} on {})\n",
             nodes.join(", ")
         )
         .into_response()
