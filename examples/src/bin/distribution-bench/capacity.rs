@@ -23,8 +23,7 @@
 //! simulated nodes idle between steps are not evicted, and logs warnings only.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,6 +39,7 @@ use tokio::time::Instant;
 use crate::Args;
 use crate::procs::{self, Proc};
 use crate::report::Section;
+use crate::{stats, system};
 
 /// The port every simulated node claims (never dialled).
 const SIM_PORT: u16 = 7000;
@@ -190,7 +190,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
     let mut master = Proc::spawn("capacity master", command, log)?;
     wait_until_up(&mut master, registry).await?;
     let pid = master.id();
-    let idle_rss_mb = rss_mb(pid)?;
+    let idle_rss_mb = system::rss_mb(pid)?;
 
     let mut pool = Pool::new(registry, plan.pool);
     let mut steps = Vec::new();
@@ -218,7 +218,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         }
         step.registered = new;
         step.registration_s = registration.as_secs_f64();
-        step.master_rss_mb = rss_mb(pid)?;
+        step.master_rss_mb = system::rss_mb(pid)?;
         if nodes == plan.rss_at[0] {
             memory.push(Memory {
                 nodes,
@@ -248,7 +248,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         master.ensure_running()?;
         memory.push(Memory {
             nodes,
-            rss_mb: rss_mb(pid)?,
+            rss_mb: system::rss_mb(pid)?,
         });
     }
     Ok(Figures {
@@ -376,15 +376,21 @@ impl Pool {
             });
         let cpu = async {
             tokio::time::sleep_until(window_start).await;
-            let start = (Instant::now(), cpu_ticks(&format!("/proc/{master}/stat"))?);
-            let me_start = cpu_ticks("/proc/thread-self/stat")?;
+            // The generator is this one thread (a current-thread runtime).
+            let start = (
+                Instant::now(),
+                system::process_cpu(master)?,
+                system::thread_cpu()?,
+            );
             tokio::time::sleep_until(window_end).await;
-            let end = (Instant::now(), cpu_ticks(&format!("/proc/{master}/stat"))?);
-            let me_end = cpu_ticks("/proc/thread-self/stat")?;
+            let end = (
+                Instant::now(),
+                system::process_cpu(master)?,
+                system::thread_cpu()?,
+            );
             let seconds = (end.0 - start.0).as_secs_f64();
-            let tick = clock_ticks_per_second();
-            let pct = |ticks: u64| ticks as f64 / tick / seconds * 100.0;
-            anyhow::Ok((pct(end.1 - start.1), pct(me_end - me_start)))
+            let pct = |cpu: Duration| cpu.as_secs_f64() / seconds * 100.0;
+            anyhow::Ok((pct(end.1 - start.1), pct(end.2 - start.2)))
         };
         let (records, cpu) = futures::join!(futures::future::join_all(jobs), cpu);
         let (master_cpu_pct, generator_cpu_pct) = cpu?;
@@ -406,7 +412,7 @@ impl Pool {
             .map_or(Duration::ZERO, |done| done - window_start)
             .max(period * plan.rounds);
         let achieved = ok as f64 / span.as_secs_f64();
-        let p99 = percentile_ms(&service, 0.99);
+        let p99 = ms(stats::percentile(&service, 99.0));
         let passed = errors == 0
             && p99 < P99_LIMIT.as_secs_f64() * 1e3
             && achieved >= MIN_ACHIEVED * offered;
@@ -416,10 +422,10 @@ impl Pool {
             achieved_per_s: achieved,
             ok,
             errors,
-            p50_ms: percentile_ms(&service, 0.50),
+            p50_ms: ms(stats::percentile(&service, 50.0)),
             p99_ms: p99,
-            max_ms: percentile_ms(&service, 1.0),
-            p99_from_schedule_ms: percentile_ms(&sched, 0.99),
+            max_ms: ms(stats::percentile(&service, 100.0)),
+            p99_from_schedule_ms: ms(stats::percentile(&sched, 99.0)),
             master_cpu_pct,
             cpu_samples_pct: Vec::new(),
             generator_cpu_pct,
@@ -516,60 +522,13 @@ fn sim_addr(i: usize) -> String {
     )
 }
 
+/// Microseconds as milliseconds (0 for no value).
+fn ms(us: Option<u32>) -> f64 {
+    us.map_or(0.0, |us| f64::from(us) / 1e3)
+}
+
 fn micros(d: Duration) -> u32 {
     d.as_micros().min(u128::from(u32::MAX)) as u32
-}
-
-/// The `q` quantile of sorted microseconds, in milliseconds (0 when empty).
-fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
-    f64::from(sorted_us[rank - 1]) / 1e3
-}
-
-/// utime + stime, in clock ticks, from a `/proc/.../stat` file.
-fn cpu_ticks(path: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("no ')' in stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// `getconf CLK_TCK` (100 on every Linux in practice, the fallback).
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// The resident memory of process `pid` (`VmRSS`), in MB (10^6 bytes).
-fn rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let path = PathBuf::from(format!("/proc/{pid}/status"));
-    let status =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib * 1024.0 / 1e6)
 }
 
 /// The table and targets of the run.
@@ -681,27 +640,5 @@ mod tests {
         let addrs: std::collections::HashSet<String> = (0..70_000).map(sim_addr).collect();
         assert_eq!(addrs.len(), 70_000);
         assert_eq!(sim_addr(0x01_02_03), "10.1.2.3:7000");
-    }
-
-    #[test]
-    fn percentiles_pick_the_rank() {
-        let v: Vec<u32> = (1..=100).map(|ms| ms * 1000).collect();
-        assert_eq!(percentile_ms(&v, 0.99), 99.0);
-        assert_eq!(percentile_ms(&v, 0.5), 50.0);
-        assert_eq!(percentile_ms(&v, 1.0), 100.0);
-        assert_eq!(percentile_ms(&[], 0.99), 0.0);
-    }
-
-    #[test]
-    fn stat_fields_after_the_command_name() {
-        let dir = std::env::temp_dir().join(format!("capacity-stat-{}", std::process::id()));
-        let path = dir.with_extension("txt");
-        std::fs::write(
-            &path,
-            "42 (a b) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 100 0 0\n",
-        )
-        .unwrap();
-        assert_eq!(cpu_ticks(path.to_str().unwrap()).unwrap(), 300);
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use crate::Args;
 use crate::procs::{self, Proc};
 use crate::report::Section;
+use crate::stats;
 
 /// Concurrent callers during a node kill.
 const CALLERS: usize = 32;
@@ -395,22 +396,6 @@ async fn wait_for_nodes(
     }
 }
 
-/// The median and the maximum of `values` (0 when empty).
-fn median_max(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
-    let mut v: Vec<f64> = values.into_iter().collect();
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    let median = if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    };
-    (median, v[v.len() - 1])
-}
-
 /// The table and targets of the run.
 fn section(figures: Figures) -> Section {
     let mut section = Section::new("detection", &["measure", "runs", "median", "max"]);
@@ -422,49 +407,49 @@ fn section(figures: Figures) -> Section {
     row(
         "node SIGKILLed: out of routing (first failed call) after",
         kills.len(),
-        seconds(median_max(kills.iter().map(|k| k.ejected_s))),
+        seconds(stats::median_max(kills.iter().map(|k| k.ejected_s))),
     );
     row(
         "node SIGKILLed: router sends it nothing more (last probe) after",
         kills.len(),
-        seconds(median_max(kills.iter().map(|k| k.router_stopped_s))),
+        seconds(stats::median_max(kills.iter().map(|k| k.router_stopped_s))),
     );
     row(
         "node SIGKILLed: its last call answered elsewhere after",
         kills.len(),
-        seconds(median_max(kills.iter().map(|k| k.rerouted_s))),
+        seconds(stats::median_max(kills.iter().map(|k| k.rerouted_s))),
     );
     row(
         "node SIGKILLed: master evicts it after",
         kills.len(),
-        seconds(median_max(kills.iter().map(|k| k.evicted_s))),
+        seconds(stats::median_max(kills.iter().map(|k| k.evicted_s))),
     );
     let count = |(median, max): (f64, f64)| (format!("{median:.0}"), format!("{max:.0}"));
     row(
         &format!("node SIGKILLed: calls sent to it and retried elsewhere ({CALLERS} callers)"),
         kills.len(),
-        count(median_max(kills.iter().map(|k| k.retried as f64))),
+        count(stats::median_max(kills.iter().map(|k| k.retried as f64))),
     );
     row(
         "node SIGKILLed: of those, sent after its ejection (probes)",
         kills.len(),
-        count(median_max(kills.iter().map(|k| k.probes as f64))),
+        count(stats::median_max(kills.iter().map(|k| k.probes as f64))),
     );
     row(
         "node SIGKILLed: calls failed on the caller's side",
         kills.len(),
-        count(median_max(kills.iter().map(|k| k.failed as f64))),
+        count(stats::median_max(kills.iter().map(|k| k.failed as f64))),
     );
     let restarts = &figures.restarts;
     row(
         "master SIGKILLed and restarted: all 3 nodes listed, from its start",
         restarts.len(),
-        seconds(median_max(restarts.iter().map(|r| r.from_start_s))),
+        seconds(stats::median_max(restarts.iter().map(|r| r.from_start_s))),
     );
     row(
         "master SIGKILLed and restarted: all 3 nodes listed, from the SIGKILL",
         restarts.len(),
-        seconds(median_max(restarts.iter().map(|r| r.from_kill_s))),
+        seconds(stats::median_max(restarts.iter().map(|r| r.from_kill_s))),
     );
 
     let failed: u64 = kills.iter().map(|k| k.failed).sum();
@@ -474,7 +459,7 @@ fn section(figures: Figures) -> Section {
         format!("{failed} failed of {calls} calls over {} runs", kills.len()),
         failed == 0 && !kills.is_empty(),
     );
-    let (_, slowest) = median_max(restarts.iter().map(|r| r.from_start_s));
+    let (_, slowest) = stats::median_max(restarts.iter().map(|r| r.from_start_s));
     section.target(
         format!(
             "a restarted master lists every node within one heartbeat interval + 1 s ({} s)",
@@ -485,16 +470,4 @@ fn section(figures: Figures) -> Section {
     );
     section.figures = serde_json::to_value(&figures).unwrap_or(serde_json::Value::Null);
     section
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median_max([3.0, 1.0, 2.0]), (2.0, 3.0));
-        assert_eq!(median_max([4.0, 1.0, 2.0, 3.0]), (2.5, 4.0));
-        assert_eq!(median_max([]), (0.0, 0.0));
-    }
 }

@@ -24,6 +24,8 @@ mod plot;
 mod procs;
 mod report;
 mod scatter;
+mod stats;
+mod system;
 
 use std::path::PathBuf;
 

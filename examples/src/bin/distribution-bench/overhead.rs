@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::Args;
 use crate::procs;
 use crate::report::Section;
+use crate::{stats, system};
 
 /// The concurrencies measured.
 pub const CONCURRENCY: [usize; 3] = [1, 16, 128];
@@ -288,16 +289,9 @@ async fn measure(
             concurrency,
             raw: summarize(&raw_rounds),
             routed: summarize(&routed_rounds),
-            ratio: median(
-                pairs
-                    .clone()
-                    .map(|(raw, routed)| routed.rps / raw.rps)
-                    .collect(),
-            ),
-            p50_diff_us: median(
-                pairs
-                    .map(|(raw, routed)| micros(routed.p50) - micros(raw.p50))
-                    .collect(),
+            ratio: stats::median(pairs.clone().map(|(raw, routed)| routed.rps / raw.rps)),
+            p50_diff_us: stats::median(
+                pairs.map(|(raw, routed)| micros(routed.p50) - micros(raw.p50)),
             ),
         };
         println!(
@@ -330,7 +324,7 @@ where
     Fut: Future<Output = anyhow::Result<i64>> + Send + 'static,
 {
     let per_task = (max_calls / concurrency as u64).max(1) as usize;
-    let cpu_before = thread_cpu()?;
+    let cpu_before = system::thread_cpu()?;
     let start = Instant::now();
     let end = start + duration;
     let tasks: Vec<_> = (0..concurrency)
@@ -356,46 +350,16 @@ where
         all.extend(task.await??);
     }
     let elapsed = start.elapsed();
-    let cpu = thread_cpu()?.saturating_sub(cpu_before);
+    let cpu = system::thread_cpu()?.saturating_sub(cpu_before);
     anyhow::ensure!(!all.is_empty(), "no call completed");
     all.sort_unstable();
     Ok(Round {
         rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 50.0),
-        p99: percentile(&all, 99.0),
+        p50: stats::percentile(&all, 50.0).unwrap_or_default(),
+        p99: stats::percentile(&all, 99.0).unwrap_or_default(),
         cpu_per_call: cpu / all.len() as u32,
         calls: all.len() as u64,
     })
-}
-
-/// The CPU time this thread has used, from `/proc/thread-self/schedstat` (nanoseconds on CPU).
-/// The callers' runtime is current-thread: every task of a round runs on this thread.
-fn thread_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .context("reading /proc/thread-self/schedstat")?;
-    let ns: u64 = stat
-        .split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .context("unexpected /proc/thread-self/schedstat")?;
-    Ok(Duration::from_nanos(ns))
-}
-
-/// The `p`-th percentile of `sorted` (nearest rank).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// The median of `v` (the mean of the middle two for an even count); `v` is not empty.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn micros(d: Duration) -> f64 {
@@ -406,23 +370,10 @@ fn micros(d: Duration) -> f64 {
 fn summarize(rounds: &[Round]) -> PathFigures {
     let us = micros;
     PathFigures {
-        rps: median(rounds.iter().map(|r| r.rps).collect()),
-        p50_us: median(rounds.iter().map(|r| us(r.p50)).collect()),
-        p99_us: median(rounds.iter().map(|r| us(r.p99)).collect()),
-        cpu_us: median(rounds.iter().map(|r| us(r.cpu_per_call)).collect()),
+        rps: stats::median(rounds.iter().map(|r| r.rps)),
+        p50_us: stats::median(rounds.iter().map(|r| us(r.p50))),
+        p99_us: stats::median(rounds.iter().map(|r| us(r.p99))),
+        cpu_us: stats::median(rounds.iter().map(|r| us(r.cpu_per_call))),
         calls: rounds.iter().map(|r| r.calls).sum(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_micros(50));
-        assert_eq!(percentile(&v, 99.0), Duration::from_micros(99));
-        assert_eq!(percentile(&v[..1], 99.0), Duration::from_micros(1));
     }
 }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::Args;
 use crate::procs::{self, MasterProc, Proc};
 use crate::report::Section;
+use crate::system;
 
 /// How much is counted and how often.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -83,56 +84,6 @@ impl Count {
     }
 }
 
-/// How long every CPU of the machine has been busy (not idle, not waiting for I/O), from the
-/// first line of `/proc/stat` (clock ticks of 1/100 s).
-fn machine_busy() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .context("empty /proc/stat")?
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|t| t.parse().unwrap_or(0))
-        .collect();
-    anyhow::ensure!(ticks.len() == 8, "unexpected /proc/stat");
-    let total: u64 = ticks.iter().sum();
-    Ok(Duration::from_millis((total - ticks[3] - ticks[4]) * 10))
-}
-
-/// The CPU time (user and system) process `pid` has used, all threads, from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at field 3, `state`;
-    // utime and stime are fields 14 and 15, in clock ticks of 1/100 s (USER_HZ).
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("unexpected /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .context("unexpected /proc/<pid>/stat")
-    };
-    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
-}
-
-/// The CPU time this thread has used, from `/proc/thread-self/schedstat`.
-fn thread_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .context("reading /proc/thread-self/schedstat")?;
-    let ns = stat
-        .split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse().ok())
-        .context("unexpected /proc/thread-self/schedstat")?;
-    Ok(Duration::from_nanos(ns))
-}
-
 /// A cluster of demo processes: its master and nodes, all killed when dropped.
 struct Cluster {
     master: MasterProc,
@@ -162,7 +113,10 @@ impl Cluster {
 
     /// The CPU time the nodes have used so far.
     fn nodes_cpu(&self) -> anyhow::Result<Duration> {
-        self.nodes.iter().map(|node| process_cpu(node.id())).sum()
+        self.nodes
+            .iter()
+            .map(|node| system::process_cpu(node.id()))
+            .sum()
     }
 
     /// Counts `0..=n` through the gateway.
@@ -170,11 +124,11 @@ impl Cluster {
         self.master.proc.ensure_running()?;
         let path = format!("/palindrom?n={n}");
         let cpu_before = self.nodes_cpu()?;
-        let busy_before = machine_busy()?;
+        let busy_before = system::machine_busy()?;
         let started = Instant::now();
         let (status, body) = procs::get(self.master.gateway, &path).await?;
         let time = started.elapsed();
-        let busy = machine_busy()?.saturating_sub(busy_before);
+        let busy = system::machine_busy()?.saturating_sub(busy_before);
         let cpu = self.nodes_cpu()?.saturating_sub(cpu_before);
         anyhow::ensure!(
             status == 200,
@@ -198,8 +152,8 @@ async fn count_locally(n: u64) -> anyhow::Result<Count> {
         .name("bench-local-count".into())
         .spawn(move || -> anyhow::Result<Count> {
             procs::pin_this_thread(0)?;
-            let cpu_before = thread_cpu()?;
-            let busy_before = machine_busy()?;
+            let cpu_before = system::thread_cpu()?;
+            let busy_before = system::machine_busy()?;
             let started = Instant::now();
             let answer = palindrome::count_range(0, n);
             let time = started.elapsed();
@@ -207,8 +161,8 @@ async fn count_locally(n: u64) -> anyhow::Result<Count> {
                 answer,
                 time,
                 chunks: 1,
-                busy: machine_busy()?.saturating_sub(busy_before),
-                cpu: thread_cpu()?.saturating_sub(cpu_before),
+                busy: system::machine_busy()?.saturating_sub(busy_before),
+                cpu: system::thread_cpu()?.saturating_sub(cpu_before),
             })
         })?;
     tokio::task::spawn_blocking(move || thread.join())
