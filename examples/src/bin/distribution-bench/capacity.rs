@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::Args;
-use crate::procs::{self, Proc};
+use crate::procs::{self, MasterProc};
 use crate::report::Section;
 use crate::{stats, system};
 
@@ -181,15 +181,16 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
     let gateway: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let max_nodes = plan.rss_at[1].max(*plan.steps.last().unwrap_or(&0)) + 1_000;
     let mut command = procs::pinned(0, demo);
-    command
-        .args(["master", "--registry", &registry.to_string()])
-        .args(["--gateway", &gateway.to_string()])
-        .args(["--ttl-ms", &TTL_MS.to_string()])
-        .args(["--max-nodes", &max_nodes.to_string()])
-        .env("RUST_LOG", "warn");
-    let mut master = Proc::spawn("capacity master", command, log)?;
-    wait_until_up(&mut master, registry).await?;
-    let pid = master.id();
+    command.env("RUST_LOG", "warn");
+    let extra = [
+        "--ttl-ms".to_string(),
+        TTL_MS.to_string(),
+        "--max-nodes".to_string(),
+        max_nodes.to_string(),
+    ];
+    let mut master =
+        MasterProc::spawn(command, "capacity master", registry, gateway, &extra, log).await?;
+    let pid = master.proc.id();
     let idle_rss_mb = system::rss_mb(pid)?;
 
     let mut pool = Pool::new(registry, plan.pool);
@@ -202,7 +203,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         let registration = started.elapsed();
         let new = nodes - registered;
         registered = nodes;
-        master.ensure_running()?;
+        master.proc.ensure_running()?;
         let mut step = pool.heartbeats(nodes, plan, pid).await?;
         if nodes == plan.cpu_at {
             // The step the CPU target reads: measured three times (this VM's CPU accounting is
@@ -245,7 +246,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         }
         // Let the master's gateway router catch up with the last membership changes.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        master.ensure_running()?;
+        master.proc.ensure_running()?;
         memory.push(Memory {
             nodes,
             rss_mb: system::rss_mb(pid)?,
@@ -259,22 +260,6 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         steps,
         memory,
     })
-}
-
-/// Waits (at most 10 s) until the master's registry answers `/health`.
-async fn wait_until_up(master: &mut Proc, registry: SocketAddr) -> anyhow::Result<()> {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        master.ensure_running()?;
-        if let Ok((200, _)) = procs::get(registry, "/health").await {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < until,
-            "the master at {registry} did not answer within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The generator's keep-alive connections to the master.

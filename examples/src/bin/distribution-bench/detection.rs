@@ -35,7 +35,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::Args;
-use crate::procs::{self, Proc};
+use crate::procs::{self, MasterProc, Proc};
 use crate::report::Section;
 use crate::stats;
 
@@ -327,16 +327,14 @@ async fn master_restarts(
 ) -> anyhow::Result<Vec<RestartRun>> {
     let registry: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let gateway: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
-    let start_master = |run: usize| -> anyhow::Result<Proc> {
+    let start_master = |run: usize| {
         let mut command = Command::new(demo);
-        command
-            .args(["master", "--registry", &registry.to_string()])
-            .args(["--gateway", &gateway.to_string()])
-            .env("RUST_LOG", "warn");
+        command.env("RUST_LOG", "warn");
         let name = format!("detection-master-{run}");
-        Proc::spawn(&name, command, &procs::log_path(out, &name)?)
+        let log = procs::log_path(out, &name);
+        async move { MasterProc::spawn(command, &name, registry, gateway, &[], &log?).await }
     };
-    let mut master = start_master(0)?;
+    let mut master = start_master(0).await?;
     let mut nodes = Vec::new();
     for k in 0..NODES {
         nodes.push(start_node(
@@ -346,7 +344,9 @@ async fn master_restarts(
             &format!("detection-restart-node-{k}"),
         )?);
     }
-    wait_for_nodes(&mut master, registry, Duration::from_secs(10)).await?;
+    master
+        .wait_for_nodes(NODES as u64, Duration::from_secs(10))
+        .await?;
     let mut runs = Vec::new();
     for run in 1..=repeats {
         // Kill at a different point of the nodes' heartbeat cycle each time.
@@ -357,8 +357,10 @@ async fn master_restarts(
         let killed_at = Instant::now();
         drop(master); // SIGKILL, then reaped
         let started_at = Instant::now();
-        master = start_master(run)?;
-        wait_for_nodes(&mut master, registry, Duration::from_secs(10)).await?;
+        master = start_master(run).await?;
+        master
+            .wait_for_nodes(NODES as u64, Duration::from_secs(10))
+            .await?;
         let listed_at = Instant::now();
         let restart = RestartRun {
             from_start_s: (listed_at - started_at).as_secs_f64(),
@@ -371,29 +373,6 @@ async fn master_restarts(
         runs.push(restart);
     }
     Ok(runs)
-}
-
-/// Polls the master's `/health` every 5 ms until it lists [`NODES`] nodes, for at most `timeout`.
-async fn wait_for_nodes(
-    master: &mut Proc,
-    registry: SocketAddr,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let until = Instant::now() + timeout;
-    loop {
-        master.ensure_running()?;
-        if let Ok((200, body)) = procs::get(registry, "/health").await
-            && let Ok(health) = serde_json::from_slice::<serde_json::Value>(&body)
-            && health["nodes"].as_u64() == Some(NODES as u64)
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < until,
-            "the master at {registry} did not list {NODES} nodes within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The table and targets of the run.

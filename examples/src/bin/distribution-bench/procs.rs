@@ -133,16 +133,26 @@ impl MasterProc {
     pub async fn start(demo: &Path, log: &Path) -> anyhow::Result<Self> {
         let registry: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let gateway: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut command = Command::new(demo);
-        command.args([
-            "master",
-            "--registry",
-            &registry.to_string(),
-            "--gateway",
-            &gateway.to_string(),
-        ]);
+        Self::spawn(Command::new(demo), "master", registry, gateway, &[], log).await
+    }
+
+    /// Runs `command` (the demo binary, perhaps behind `taskset`) as `master` with its registry
+    /// on `registry`, its gateway on `gateway` and `extra` flags, and waits until the registry
+    /// answers.
+    pub async fn spawn(
+        mut command: Command,
+        name: &str,
+        registry: SocketAddr,
+        gateway: SocketAddr,
+        extra: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        command
+            .args(["master", "--registry", &registry.to_string()])
+            .args(["--gateway", &gateway.to_string()])
+            .args(extra);
         let mut master = Self {
-            proc: Proc::spawn("master", command, log)?,
+            proc: Proc::spawn(name, command, log)?,
             registry,
             gateway,
         };
@@ -150,7 +160,8 @@ impl MasterProc {
         Ok(master)
     }
 
-    /// Waits until the registry lists at least `n` nodes.
+    /// Waits until the registry lists at least `n` nodes, asking every 5 ms (the failure
+    /// detection part times a master restart with it).
     pub async fn wait_for_nodes(&mut self, n: u64, timeout: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + timeout;
         loop {
@@ -169,7 +180,7 @@ impl MasterProc {
                 "the master at {} did not list {n} nodes within {timeout:?}",
                 self.registry
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
