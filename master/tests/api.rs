@@ -16,6 +16,15 @@ async fn master(interval: Duration) -> (Master, String) {
     (master, base)
 }
 
+/// `POST /v1/nodes` with `body`.
+async fn register(http: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
+    http.post(format!("{base}/v1/nodes"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn list(http: &reqwest::Client, base: &str) -> NodeList {
     let response = http.get(format!("{base}/v1/nodes")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -45,12 +54,7 @@ async fn register_takes_the_host_from_the_peer_and_is_idempotent() {
     let (_master, base) = master(Duration::from_secs(1)).await;
     let http = reqwest::Client::new();
     for _ in 0..2 {
-        let response = http
-            .post(format!("{base}/v1/nodes"))
-            .json(&json!({"id": "n1", "port": 4242}))
-            .send()
-            .await
-            .unwrap();
+        let response = register(&http, &base, json!({"id": "n1", "port": 4242})).await;
         assert_eq!(response.status(), StatusCode::OK);
         let lease: Lease = response.json().await.unwrap();
         assert_eq!(lease.addr, "127.0.0.1:4242");
@@ -63,24 +67,19 @@ async fn register_takes_the_host_from_the_peer_and_is_idempotent() {
     assert_eq!(nodes.nodes[0].addr, "127.0.0.1:4242");
     assert_eq!(nodes.nodes[0].state, NodeState::Up);
 
-    let advertised = http
-        .post(format!("{base}/v1/nodes"))
-        .json(&json!({"id": "n2", "port": 1, "addr": "node-b.internal:5000", "capacity": 8}))
-        .send()
-        .await
-        .unwrap();
+    let advertised = register(
+        &http,
+        &base,
+        json!({"id": "n2", "port": 1, "addr": "node-b.internal:5000", "capacity": 8}),
+    )
+    .await;
     assert_eq!(advertised.status(), StatusCode::OK);
     let nodes = list(&http, &base).await;
     assert_eq!(nodes.nodes[1].addr, "node-b.internal:5000");
     assert_eq!(nodes.nodes[1].capacity, 8);
 
     // A node restarted on the same address under a new id replaces the old entry.
-    let restarted = http
-        .post(format!("{base}/v1/nodes"))
-        .json(&json!({"id": "n1-again", "port": 4242}))
-        .send()
-        .await
-        .unwrap();
+    let restarted = register(&http, &base, json!({"id": "n1-again", "port": 4242})).await;
     assert_eq!(restarted.status(), StatusCode::OK);
     let ids: Vec<String> = list(&http, &base)
         .await
@@ -95,11 +94,7 @@ async fn register_takes_the_host_from_the_peer_and_is_idempotent() {
 async fn heartbeats_renew_and_report_load_and_unknown_ids_get_404() {
     let (_master, base) = master(Duration::from_secs(1)).await;
     let http = reqwest::Client::new();
-    http.post(format!("{base}/v1/nodes"))
-        .json(&json!({"id": "n1", "port": 4242}))
-        .send()
-        .await
-        .unwrap();
+    register(&http, &base, json!({"id": "n1", "port": 4242})).await;
     let beat = http
         .put(format!("{base}/v1/nodes/n1/heartbeat"))
         .json(&json!({"in_flight": 3, "capacity": 16, "served": 40}))
@@ -141,11 +136,7 @@ async fn silent_nodes_are_evicted_after_the_ttl_and_renewed_ones_stay() {
     let http = reqwest::Client::new();
     for id in ["silent", "alive"] {
         let port = if id == "silent" { 1 } else { 2 };
-        http.post(format!("{base}/v1/nodes"))
-            .json(&json!({"id": id, "port": port}))
-            .send()
-            .await
-            .unwrap();
+        register(&http, &base, json!({"id": id, "port": port})).await;
     }
     let evicted = wait_until(Duration::from_secs(10), async || {
         http.put(format!("{base}/v1/nodes/alive/heartbeat"))
@@ -172,11 +163,7 @@ async fn silent_nodes_are_evicted_after_the_ttl_and_renewed_ones_stay() {
 async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
     let (_master, base) = master(Duration::from_secs(1)).await;
     let http = reqwest::Client::new();
-    http.post(format!("{base}/v1/nodes"))
-        .json(&json!({"id": "n1", "port": 4242}))
-        .send()
-        .await
-        .unwrap();
+    register(&http, &base, json!({"id": "n1", "port": 4242})).await;
     let before = list(&http, &base).await;
 
     let long_id = "x".repeat(200);
