@@ -103,22 +103,15 @@ fn register_body() -> impl Strategy<Value = Value> {
         prop_oneof![6 => Just(None), 1 => ("[a-z_]{1,8}", value()).prop_map(Some)],
     )
         .prop_map(|(id, port, addr, capacity, extra)| {
-            let mut map = Map::new();
-            let fields = [
-                ("id", id),
-                ("port", port),
-                ("addr", addr),
-                ("capacity", capacity),
-            ];
-            for (name, value) in fields {
-                if let Some(value) = value {
-                    map.insert(name.to_string(), value);
-                }
-            }
-            if let Some((name, value)) = extra {
-                map.insert(name, value);
-            }
-            Value::Object(map)
+            object_of(
+                [
+                    ("id", id),
+                    ("port", port),
+                    ("addr", addr),
+                    ("capacity", capacity),
+                ],
+                extra,
+            )
         });
     prop_oneof![
         8 => object,
@@ -142,21 +135,14 @@ fn heartbeat_body() -> impl Strategy<Value = Value> {
         prop_oneof![6 => Just(None), 1 => ("[a-z_]{1,10}", value()).prop_map(Some)],
     )
         .prop_map(|(in_flight, capacity, served, extra)| {
-            let mut map = Map::new();
-            let fields = [
-                ("in_flight", in_flight),
-                ("capacity", capacity),
-                ("served", served),
-            ];
-            for (name, value) in fields {
-                if let Some(value) = value {
-                    map.insert(name.to_string(), value);
-                }
-            }
-            if let Some((name, value)) = extra {
-                map.insert(name, value);
-            }
-            Value::Object(map)
+            object_of(
+                [
+                    ("in_flight", in_flight),
+                    ("capacity", capacity),
+                    ("served", served),
+                ],
+                extra,
+            )
         });
     prop_oneof![8 => object, 1 => value()]
 }
@@ -543,4 +529,21 @@ fn http_paths_with_arbitrary_ids_never_fail_the_server() {
             Ok(())
         })
     });
+}
+
+/// A JSON object of the `fields` that are present, plus the `extra` one.
+fn object_of<const N: usize>(
+    fields: [(&str, Option<Value>); N],
+    extra: Option<(String, Value)>,
+) -> Value {
+    let mut map = Map::new();
+    for (name, value) in fields {
+        if let Some(value) = value {
+            map.insert(name.to_string(), value);
+        }
+    }
+    if let Some((name, value)) = extra {
+        map.insert(name, value);
+    }
+    Value::Object(map)
 }
