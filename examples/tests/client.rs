@@ -323,62 +323,12 @@ async fn client_mode_runs_a_job_and_reports_result_time_and_calls_per_node() {
     master.shutdown().await;
 }
 
-/// A cluster CA in a temporary folder, issuing member certificates (rcgen).
-struct Pki {
-    dir: std::path::PathBuf,
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let dir = std::env::temp_dir().join(format!("distribution-remote-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Self { dir, ca }
-    }
-
-    /// A certificate for `names`, to serve and to call, with mutual TLS required.
-    fn issue(&self, member: &str, names: &[&str]) -> distribution_shared::tls::TlsFiles {
-        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.join(format!("{member}.pem")),
-            self.dir.join(format!("{member}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        distribution_shared::tls::TlsFiles {
-            ca: self.dir.join("ca.pem"),
-            cert: Some(cert_path),
-            key: Some(key_path),
-            require_client_cert: true,
-        }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_caller_follows_an_https_master_and_calls_tls_nodes() {
     use distribution_master::remote::ConnectError;
     use distribution_shared::tls::ClientTls;
     const NODE_NAME: &str = "node.cluster.test";
-    let pki = Pki::new();
+    let pki = support::pki::Pki::new("remote");
     let mut config = MasterConfig::with_interval(INTERVAL);
     config.http.tls = Some(pki.issue("master", &["127.0.0.1"]).server_config().unwrap());
     config.secret = Some("s3cret".into());

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use distribution_examples::cluster::{DemoMaster, start_node};
@@ -13,75 +11,8 @@ use distribution_examples::service::CalcClient;
 use distribution_master::{CallError, MasterConfig, Router, RouterConfig};
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use support::pki::Pki;
 use tokio::net::TcpListener;
-
-/// A CA and the PEM files of the members it certified, in a fresh temporary folder.
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "distribution-tls-{}-{}-{name}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Self { dir, ca }
-    }
-
-    /// Issues a certificate for `names` (DNS names or IPs), usable to serve and to call.
-    fn issue(&self, member: &str, names: &[&str]) -> TlsFiles {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.path(&format!("{member}.pem")),
-            self.path(&format!("{member}.key")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        TlsFiles {
-            ca: self.path("ca.pem"),
-            cert: Some(cert_path),
-            key: Some(key_path),
-            require_client_cert: true,
-        }
-    }
-
-    /// Trusts this CA but holds no certificate.
-    fn anonymous(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.path("ca.pem"),
-            ..TlsFiles::default()
-        }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        Path::new(&self.dir).join(file)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 const NODE_NAME: &str = "node.cluster.test";
 
