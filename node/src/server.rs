@@ -17,10 +17,10 @@ use distribution_shared::stream::{self, Stream};
 use distribution_shared::tokio_rustls::TlsAcceptor;
 use distribution_shared::transport;
 use distribution_shared::wire::RegisterRequest;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
-use tarpc::{ClientMessage, RequestName, Response, ServerError};
+use tarpc::{RequestName, ServerError};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::sync::watch;
@@ -305,9 +305,7 @@ async fn serve_connection<Req, Resp, F, Fut>(
     F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
-    let transport =
-        transport::framed::<_, ClientMessage<Req>, Response<Resp>>(stream, max_frame_len)
-            .map_ok(clamp_deadline);
+    let transport = transport::server_framed::<_, Req, Resp>(stream, max_frame_len);
     let requests = BaseChannel::with_defaults(transport).execute(service);
     let calls = TaskTracker::new();
     let serve = requests.for_each(|call| {
@@ -320,21 +318,4 @@ async fn serve_connection<Req, Resp, F, Fut>(
     kill.run_until_cancelled(serve).await;
     calls.close();
     calls.wait().await;
-}
-
-/// The furthest deadline the node accepts from a caller: one year from now. tarpc's server keeps
-/// each request's deadline in a timer wheel that panics on deadlines more than about 2.2 years
-/// away (taking the whole connection down, every caller's calls on it included); a caller asking
-/// for more gets this instead.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
-/// Brings a request's deadline within [`MAX_DEADLINE`].
-fn clamp_deadline<Req>(mut message: ClientMessage<Req>) -> ClientMessage<Req> {
-    if let ClientMessage::Request(request) = &mut message {
-        let latest = std::time::Instant::now() + MAX_DEADLINE;
-        if request.context.deadline > latest {
-            request.context.deadline = latest;
-        }
-    }
-    message
 }

@@ -585,22 +585,37 @@ async fn far_deadlines_are_served_not_a_panic() {
 }
 
 #[tokio::test]
-#[ignore = "tarpc panics decoding a deadline that overflows Instant (Instant::now() + time left)"]
-async fn a_deadline_beyond_the_clock_does_not_panic_the_node() {
-    // A time left that overflows `Instant` (u64::MAX seconds) panics inside tarpc's
-    // `Context` deserializer, before the node sees the request: the connection task dies (the
-    // node itself goes on serving). It should be refused as undecodable instead.
+async fn a_deadline_beyond_the_clock_is_clamped_not_a_panic() {
+    // A time left that overflows `Instant` (u64::MAX seconds) used to panic inside tarpc's
+    // `Context` deserializer, before the node saw the request, killing the connection task. The
+    // node now decodes the deadline itself (`transport::server_framed`) and clamps it to a year.
     let f = Fixture::start().await;
-    f.send_expect_close(
-        "a deadline of u64::MAX seconds",
-        &frame(&request_with_deadline(
-            FakeProbeRequest::Add { a: 1, b: 2 },
-            Duration::MAX,
-        )),
-        true,
-    )
-    .await;
-    f.assert_serving("a deadline of u64::MAX seconds").await;
+    for (what, deadline) in [
+        ("u64::MAX seconds", Duration::MAX),
+        (
+            "u64::MAX seconds and no nanos",
+            Duration::from_secs(u64::MAX),
+        ),
+        ("2^63 seconds", Duration::from_secs(1 << 63)),
+    ] {
+        let answered = f
+            .send_expect_close(
+                &format!("a deadline of {what}"),
+                &frame(&request_with_deadline(
+                    FakeProbeRequest::Add { a: 1, b: 2 },
+                    deadline,
+                )),
+                true,
+            )
+            .await;
+        assert!(answered, "a deadline of {what} is answered (clamped)");
+        f.assert_serving(&format!("a deadline of {what}")).await;
+    }
+    assert_eq!(
+        PANICS.load(Ordering::SeqCst),
+        0,
+        "no task of the node panicked"
+    );
 }
 
 #[tokio::test]

@@ -42,3 +42,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a node waits for its calls in flight to finish when it shuts down.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The furthest deadline anyone in the cluster uses: one year. A caller asking for more gets
+/// this; a node clamps a request's deadline to it before tarpc sees it. tarpc's server keeps each
+/// request's deadline in a timer wheel that panics on deadlines more than about 2.2 years away,
+/// and `Instant::now() + Duration::MAX` overflows.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);

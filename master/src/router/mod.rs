@@ -47,7 +47,7 @@ pub use handle::CallHandle;
 pub use scatter::{ScatterError, ScatterOptions};
 
 /// The longest deadline a call gets: one year (see [`Router::call_with`]).
-pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+pub use distribution_shared::defaults::MAX_DEADLINE;
 
 /// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
 #[derive(Debug, Clone)]
