@@ -38,6 +38,12 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     /// How many callers' connections the node serves at once. Default 1024.
     pub max_connections: usize,
+    /// How many requests one connection may have unanswered at once (running, or answered but
+    /// not yet written because the caller does not read). At the limit the node stops reading
+    /// that connection until answers go out, and a request beyond it is refused at once as at
+    /// capacity: one connection can hold at most this many requests and answers in the node's
+    /// memory, whatever it sends. `None` (the default): the node's [`capacity`](Self::capacity).
+    pub max_calls_per_connection: Option<usize>,
     /// TLS: serve the tarpc port under TLS and dial the master over HTTPS. `None`: plain TCP.
     pub tls: Option<NodeTls>,
     /// The cluster secret the master expects (`Authorization: Bearer`), if it has one.
@@ -59,8 +65,17 @@ impl NodeConfig {
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             secret: None,
             max_connections: 1024,
+            max_calls_per_connection: None,
             tls: None,
         }
+    }
+
+    /// The per-connection limit in effect: [`max_calls_per_connection`](Self::max_calls_per_connection)
+    /// or the capacity, at least 1.
+    pub fn calls_per_connection(&self) -> usize {
+        self.max_calls_per_connection
+            .unwrap_or(self.capacity as usize)
+            .max(1)
     }
 
     /// The master's base URL, no trailing slash: `master` as given when it has a scheme, else
@@ -90,6 +105,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("max_calls_per_connection", &self.max_calls_per_connection)
             .field("tls", &self.tls.is_some())
             .finish()
     }

@@ -245,13 +245,14 @@ impl Lifecycle {
                     debug!(%peer, "caller connected");
                     let (acceptor, service, kill) =
                         (acceptor.clone(), service.clone(), self.kill.clone());
-                    let max_frame_len = self.config.max_frame_len;
+                    let limits = ConnectionLimits {
+                        max_frame_len: self.config.max_frame_len,
+                        max_calls: self.config.calls_per_connection(),
+                    };
                     connections.spawn(async move {
                         let _slot = slot;
                         match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
-                            Ok(stream) => {
-                                serve_connection(stream, max_frame_len, service, kill).await
-                            }
+                            Ok(stream) => serve_connection(stream, limits, service, kill).await,
                             Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
                         }
                     });
@@ -292,11 +293,26 @@ impl Lifecycle {
     }
 }
 
+/// What one connection may cost the node.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_frame_len: usize,
+    /// Requests read and not yet answered (see [`NodeConfig::max_calls_per_connection`]).
+    max_calls: usize,
+}
+
 /// Serves one caller's connection until it closes or the node is killed. Each request runs in
 /// its own task, so a slow call does not hold up the others on the connection.
+///
+/// Memory per connection is bounded by `limits.max_calls`: tarpc counts a request from the
+/// moment it is read until its answer is handed to the transport (or it is cancelled or
+/// expires). Below the limit requests are read and run; at the limit tarpc's `MaxRequests`
+/// answers the next request at once with a refusal, and it can only do so when the transport
+/// takes the refusal, so a caller that pipelines requests and never reads its answers stops
+/// being read (TCP back-pressure) instead of filling the node's memory with queued answers.
 async fn serve_connection<Req, Resp, F, Fut>(
     stream: Stream,
-    max_frame_len: usize,
+    limits: ConnectionLimits,
     service: Counted<Req, Resp, F>,
     kill: CancellationToken,
 ) where
@@ -305,8 +321,10 @@ async fn serve_connection<Req, Resp, F, Fut>(
     F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
-    let transport = transport::server_framed::<_, Req, Resp>(stream, max_frame_len);
-    let requests = BaseChannel::with_defaults(transport).execute(service);
+    let transport = transport::server_framed::<_, Req, Resp>(stream, limits.max_frame_len);
+    let requests = BaseChannel::with_defaults(transport)
+        .max_concurrent_requests(limits.max_calls)
+        .execute(service);
     let calls = TaskTracker::new();
     let serve = requests.for_each(|call| {
         let kill = kill.clone();

@@ -104,6 +104,11 @@ pub struct ErrorBody {
 /// integer), so the kind that arrives is not the kind that was sent.
 pub const AT_CAPACITY: &str = "node at capacity";
 
+/// The detail of the `ServerError` tarpc answers when one connection has more requests unanswered
+/// than the node allows per connection (tarpc's `MaxRequests`). The node did no work: the router
+/// treats it like [`AT_CAPACITY`].
+pub const THROTTLED: &str = "server throttled the request.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

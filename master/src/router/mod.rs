@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use distribution_shared::tls::ClientTls;
-use distribution_shared::wire::AT_CAPACITY;
+use distribution_shared::wire::{AT_CAPACITY, THROTTLED};
 use distribution_shared::{ServiceClient, defaults};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -459,7 +459,9 @@ impl<C: ServiceClient> Router<C> {
             }
             Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(RpcError::Server(err))) if err.detail == AT_CAPACITY => {
+            Ok(Err(RpcError::Server(err)))
+                if err.detail == AT_CAPACITY || err.detail == THROTTLED =>
+            {
                 // The node refused the call before doing any work (at capacity): another node
                 // may take it, and this one is healthy, so it is not ejected.
                 Err(transport(format!("refused: {}", err.detail)))
