@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use distribution_shared::ServiceClient;
 use distribution_shared::stream;
 use distribution_shared::tls::ClientTls;
@@ -22,7 +23,10 @@ use crate::membership::{LoadReport, Member};
 #[derive(Debug)]
 pub(crate) struct Endpoint<C> {
     pub(crate) node: NodeRef,
-    load: Arc<LoadReport>,
+    /// The node's load as the registry last published it. Swapped, not kept, when the node comes
+    /// back under the same id and address with a new report (evicted and registered again
+    /// between two snapshots): the old report is no longer updated by anyone.
+    load: ArcSwap<LoadReport>,
     in_flight: AtomicU32,
     served: AtomicU64,
     /// The report sequence number last seen by [`Endpoint::score`], and this router's own count
@@ -60,7 +64,7 @@ impl<C: ServiceClient> Endpoint<C> {
                 id: member.id.clone(),
                 addr: member.addr.clone(),
             },
-            load: member.load.clone(),
+            load: ArcSwap::new(member.load.clone()),
             in_flight: AtomicU32::new(0),
             served: AtomicU64::new(0),
             report_seen: AtomicU64::new(u64::MAX),
@@ -91,6 +95,16 @@ impl<C: ServiceClient> Endpoint<C> {
         self.node.id == member.id && self.node.addr == member.addr
     }
 
+    /// Follows `member`'s load report from now on, if it is not the one already followed (the
+    /// node was evicted and registered again: its connection and counters stay, its figures
+    /// come from the new report).
+    pub(crate) fn follow_load(&self, member: &Member) {
+        if !Arc::ptr_eq(&self.load.load(), &member.load) {
+            self.load.store(member.load.clone());
+            self.report_seen.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+
     /// The routing score: calls in flight on the node as best known, from every caller.
     ///
     /// This router's own count is exact and current. The node's report counts every caller's
@@ -100,13 +114,13 @@ impl<C: ServiceClient> Endpoint<C> {
     /// callers' load.
     pub(crate) fn score(&self) -> u64 {
         let own = self.own_in_flight();
-        let seq = self.load.seq();
+        let load = self.load.load();
+        let seq = load.seq();
         if self.report_seen.load(Ordering::Relaxed) != seq {
             self.report_seen.store(seq, Ordering::Relaxed);
             self.own_at_report.store(own, Ordering::Relaxed);
         }
-        let others = self
-            .load
+        let others = load
             .in_flight()
             .saturating_sub(self.own_at_report.load(Ordering::Relaxed));
         u64::from(own) + u64::from(others)
@@ -114,7 +128,7 @@ impl<C: ServiceClient> Endpoint<C> {
 
     /// Whether this router alone already fills the node's reported capacity.
     pub(crate) fn is_full(&self) -> bool {
-        let capacity = self.load.capacity();
+        let capacity = self.load.load().capacity();
         capacity != 0 && self.own_in_flight() >= capacity
     }
 

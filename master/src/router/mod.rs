@@ -525,7 +525,10 @@ impl<C: ServiceClient> Shared<C> {
             .members
             .iter()
             .map(|m| match by_id.get(&*m.id) {
-                Some(e) if e.is(m) => Arc::clone(e),
+                Some(e) if e.is(m) => {
+                    e.follow_load(m);
+                    Arc::clone(e)
+                }
                 _ => Arc::new(Endpoint::new(m)),
             })
             .collect();
@@ -549,5 +552,56 @@ async fn follow<C: ServiceClient>(
         };
         let snapshot = membership.borrow_and_update().clone();
         shared.sync(&snapshot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{LoadReport, Member};
+
+    #[tarpc::service]
+    trait Echo {
+        async fn echo(value: u32) -> u32;
+    }
+    distribution_shared::service_client!(EchoClient);
+
+    fn member(id: &str, in_flight: u32) -> Member {
+        Member {
+            id: id.into(),
+            addr: format!("127.0.0.1:{}", 1 + id.len()).into(),
+            load: Arc::new(LoadReport::new(in_flight, 1024)),
+        }
+    }
+
+    fn picked(router: &Router<EchoClient>) -> String {
+        let call = router.shared.pick(&[]).expect("a node");
+        call.endpoint().node.id.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_node_registered_again_under_the_same_address_is_scored_on_its_new_report() {
+        let (a, b) = (member("a", 0), member("bb", 10));
+        let first = Membership {
+            index: 1,
+            members: Arc::from(vec![a.clone(), b.clone()]),
+        };
+        let (_tx, rx) = watch::channel(first);
+        let router = Router::<EchoClient>::new(rx, RouterConfig::default());
+        assert_eq!(picked(&router), "a", "a reports 0 calls, bb 10");
+        // `a` is evicted and registers again between two snapshots: same id, same address, a
+        // new report (the old one is never updated again). It is now busy.
+        let again = member("a", 100);
+        a.load.set(0, 1024);
+        let second = Membership {
+            index: 3,
+            members: Arc::from(vec![again, b]),
+        };
+        router.shared.sync(&second);
+        assert_eq!(
+            picked(&router),
+            "bb",
+            "the router reads a's new report (100 calls), not the frozen one (0)"
+        );
     }
 }
