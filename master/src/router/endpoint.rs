@@ -4,6 +4,11 @@
 //! The connection is dialled on first use and kept; every call to the node is multiplexed on it.
 //! When a call finds it broken, that connection (and only that one: others may have redialled
 //! already) is dropped and the next call dials again.
+//!
+//! Dialling is shared: the calls that need a connection while one is being dialled wait for that
+//! same dial and all get its outcome at once. A node whose address swallows connection attempts
+//! (a blackholed host) so costs one connect timeout in all, after which every waiting call moves
+//! to another node, instead of each waiting call dialling again with a full timeout in turn.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +18,8 @@ use arc_swap::ArcSwap;
 use distribution_shared::ServiceClient;
 use distribution_shared::stream;
 use distribution_shared::tls::ClientTls;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +42,8 @@ pub(crate) struct Endpoint<C> {
     own_at_report: AtomicU32,
     conn: Mutex<Option<(u64, C)>>,
     generation: AtomicU64,
-    dial: tokio::sync::Mutex<()>,
+    /// The dial in progress, shared by every call waiting for a connection.
+    dialling: Mutex<Option<Dial<C>>>,
     ejection: Mutex<Ejection>,
     /// Cancelled when the node leaves the membership (evicted, deregistered or moved).
     removed: CancellationToken,
@@ -49,6 +57,9 @@ struct Ejection {
     /// Consecutive calls the node aborted, for failure accrual.
     errors: u32,
 }
+
+/// A dial in progress: its outcome, cloned to every call that waits for it.
+type Dial<C> = Shared<BoxFuture<'static, Result<(u64, C), Arc<std::io::Error>>>>;
 
 /// How long an endpoint stays out of routing after failures.
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +82,7 @@ impl<C: ServiceClient> Endpoint<C> {
             own_at_report: AtomicU32::new(0),
             conn: Mutex::new(None),
             generation: AtomicU64::new(0),
-            dial: tokio::sync::Mutex::new(()),
+            dialling: Mutex::new(None),
             ejection: Mutex::new(Ejection::default()),
             removed: CancellationToken::new(),
         }
@@ -83,6 +94,8 @@ impl<C: ServiceClient> Endpoint<C> {
     pub(crate) fn remove(&self) {
         self.removed.cancel();
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // A dial nobody waits for any more holds this endpoint: let both go.
+        *self.dialling.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Completes when the node leaves the membership.
@@ -216,8 +229,10 @@ impl<C: ServiceClient> Endpoint<C> {
 
     /// The node's client, dialling it first if there is no live connection. Returns the
     /// connection's generation, so a failure can drop exactly that connection.
+    ///
+    /// Calls that arrive while a dial is in progress wait for it (see the module docs).
     pub(crate) async fn client(
-        &self,
+        self: &Arc<Self>,
         connect_timeout: Duration,
         max_frame_len: usize,
         tls: Option<&ClientTls>,
@@ -225,16 +240,50 @@ impl<C: ServiceClient> Endpoint<C> {
         if let Some(found) = self.cached() {
             return Ok(found);
         }
-        let _dialling = self.dial.lock().await;
-        if let Some(found) = self.cached() {
-            return Ok(found);
-        }
-        let stream = stream::connect(&self.node.addr, tls, connect_timeout).await?;
-        let client = C::from_stream(stream, max_frame_len);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, client.clone()));
-        tracing::debug!(node = %self.node, "connected");
-        Ok((generation, client))
+        let dial = {
+            let mut dialling = self.dialling.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(found) = self.cached() {
+                return Ok(found);
+            }
+            match &*dialling {
+                Some(dial) => dial.clone(),
+                None => {
+                    let dial = self
+                        .clone()
+                        .dial(connect_timeout, max_frame_len, tls.cloned())
+                        .boxed()
+                        .shared();
+                    *dialling = Some(dial.clone());
+                    dial
+                }
+            }
+        };
+        dial.await
+            .map_err(|err| std::io::Error::new(err.kind(), err.to_string()))
+    }
+
+    /// Dials the node once and records the outcome: the new connection, or no dial in progress
+    /// (the next call dials afresh).
+    async fn dial(
+        self: Arc<Self>,
+        connect_timeout: Duration,
+        max_frame_len: usize,
+        tls: Option<ClientTls>,
+    ) -> Result<(u64, C), Arc<std::io::Error>> {
+        let dialled = stream::connect(&self.node.addr, tls.as_ref(), connect_timeout).await;
+        let outcome = match dialled {
+            Ok(stream) => {
+                let client = C::from_stream(stream, max_frame_len);
+                let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((generation, client.clone()));
+                tracing::debug!(node = %self.node, "connected");
+                Ok((generation, client))
+            }
+            Err(err) => Err(Arc::new(err)),
+        };
+        *self.dialling.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        outcome
     }
 
     fn cached(&self) -> Option<(u64, C)> {

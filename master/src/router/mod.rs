@@ -411,9 +411,15 @@ impl<C: ServiceClient> Router<C> {
                 reason,
             })
         };
+        // An idempotent call with an attempt timeout waits for a connection at most that long
+        // too, then moves on (the dial goes on for the calls that still wait on it).
         let left = plan.deadline.saturating_duration_since(Instant::now());
+        let (connect_limit, connect_by_attempt) = match plan.attempt_timeout {
+            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
+            _ => (left, false),
+        };
         let connect = tokio::time::timeout(
-            left,
+            connect_limit,
             endpoint.client(
                 config.connect_timeout,
                 config.max_frame_len,
@@ -421,6 +427,10 @@ impl<C: ServiceClient> Router<C> {
             ),
         );
         let (generation, client) = match connect.await {
+            Err(_) if connect_by_attempt => {
+                endpoint.mark_failed(None, backoff);
+                return Err(transport(format!("no connection within {connect_limit:?}")));
+            }
             Err(_) => return Err(exceeded()),
             Ok(Err(err)) => {
                 endpoint.mark_failed(None, backoff);
