@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::palindrome;
-use crate::service::{CalcClient, SumError};
+use crate::service::{CalcClient, SumError, palindromes_answer};
 
 /// How long a client waits for a first node when the master lists none yet.
 pub const FIRST_NODE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,7 +164,7 @@ pub async fn run_palindrome(
     let started = Instant::now();
     let replies = router
         .scatter(parts, options, |client, ctx, (start, end)| async move {
-            let count = client.palindromes(ctx, start, end).await;
+            let count = palindromes_answer(client.palindromes(ctx, start, end).await);
             if count.is_ok() {
                 progress.inc(1);
             }

@@ -15,7 +15,7 @@ use distribution_master::{CallError, CallOptions, NodeRef, Router, ScatterOption
 use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};
-use crate::service::{CalcClient, SumError};
+use crate::service::{CalcClient, SumError, palindromes_answer};
 
 /// How long one node may take to answer a `/sum` before the gateway tries another: well above
 /// the demo's simulated delay (1 s in the Go original), well below the 10 s deadline.
@@ -178,7 +178,7 @@ async fn palindrom(
     };
     let replies = router
         .scatter(parts, options, |client, ctx, (start, end)| async move {
-            client.palindromes(ctx, start, end).await
+            palindromes_answer(client.palindromes(ctx, start, end).await)
         })
         .await
         .map_err(|e| cluster_failure(e.error, json))?;

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use tarpc::context::Context;
 
 use crate::palindrome;
+use distribution_node::work::{self, Stopped};
+use tarpc::client::RpcError;
 
 /// Why a sum has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -25,8 +27,9 @@ pub enum SumError {
 pub trait Calc {
     /// Adds `values` exactly (checked arithmetic), after the node's simulated delay.
     async fn sum(values: Vec<i64>) -> Result<i64, SumError>;
-    /// Counts the binary palindromes in `start..=end`.
-    async fn palindromes(start: u64, end: u64) -> u64;
+    /// Counts the binary palindromes in `start..=end`. `Stopped` only when the call's deadline
+    /// passed ([`palindromes_answer`] turns it into a deadline exceeded).
+    async fn palindromes(start: u64, end: u64) -> Result<u64, Stopped>;
 }
 
 distribution_shared::service_client!(CalcClient);
@@ -47,12 +50,21 @@ impl Calc for CalcServer {
         checked_sum(&values)
     }
 
-    async fn palindromes(self, _: Context, start: u64, end: u64) -> u64 {
-        // CPU-bound: run it off the async workers so the node keeps answering heartbeats.
-        tokio::task::spawn_blocking(move || palindrome::count_range(start, end))
-            .await
-            .expect("counting does not panic")
+    async fn palindromes(self, ctx: Context, start: u64, end: u64) -> Result<u64, Stopped> {
+        // CPU-bound: off the async workers (the node keeps answering heartbeats), on the node's
+        // bounded pool, and stopped within a slice when the call is cancelled or times out.
+        work::run_blocking(&ctx, move |stop| {
+            palindrome::count_range_until(start, end, || stop.requested())
+        })
+        .await?
+        .ok_or(Stopped)
     }
+}
+
+/// The answer of a `palindromes` call as a caller sees it: a node that stopped the count because
+/// the call's deadline passed reports it as that, a deadline exceeded.
+pub fn palindromes_answer(answer: Result<Result<u64, Stopped>, RpcError>) -> Result<u64, RpcError> {
+    answer.and_then(|count| count.map_err(|Stopped| RpcError::DeadlineExceeded))
 }
 
 /// The exact sum of `values`, or [`SumError::Overflow`] when it does not fit in an `i64`

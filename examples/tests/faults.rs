@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use distribution_examples::service::CalcClient;
+use distribution_examples::service::{CalcClient, palindromes_answer};
 use distribution_master::remote::{self, RemoteConfig};
 use distribution_master::{
     CallOptions, Master, MasterConfig, Router, RouterConfig, ScatterOptions,
@@ -152,7 +152,7 @@ async fn node_sigkilled_mid_call_loses_nothing_and_scatter_stays_complete() {
             concurrency: Some(6),
             call: CallOptions::default(),
         },
-        |c, ctx, (a, b)| async move { c.palindromes(ctx, a, b).await },
+        |c, ctx, (a, b)| async move { palindromes_answer(c.palindromes(ctx, a, b).await) },
     );
     let kill = async {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// capacity: one connection can hold at most this many requests and answers in the node's
     /// memory, whatever it sends. `None` (the default): the node's [`capacity`](Self::capacity).
     pub max_calls_per_connection: Option<usize>,
+    /// How many pieces of CPU-bound work ([`crate::work::run_blocking`]) run at once; more wait
+    /// for a thread. Default: one per core the process may use.
+    pub cpu_threads: usize,
     /// TLS: serve the tarpc port under TLS and dial the master over HTTPS. `None`: plain TCP.
     pub tls: Option<NodeTls>,
     /// The cluster secret the master expects (`Authorization: Bearer`), if it has one.
@@ -66,6 +69,7 @@ impl NodeConfig {
             secret: None,
             max_connections: 1024,
             max_calls_per_connection: None,
+            cpu_threads: crate::work::default_threads(),
             tls: None,
         }
     }
@@ -106,6 +110,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
             .field("max_calls_per_connection", &self.max_calls_per_connection)
+            .field("cpu_threads", &self.cpu_threads)
             .field("tls", &self.tls.is_some())
             .finish()
     }

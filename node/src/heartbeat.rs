@@ -32,7 +32,7 @@ pub(crate) async fn run(
             None => master.register(&request).await,
             Some(_) => {
                 let beat = Heartbeat {
-                    in_flight: load.in_flight(),
+                    in_flight: load.busy(),
                     capacity: Some(load.capacity()),
                     served: load.served(),
                 };

@@ -9,6 +9,8 @@
 //! - `heartbeat`: registers, renews the lease every interval with the node's
 //!   load, and registers again after a master restart (404) or outage;
 //! - [`load`]: counts calls in flight and served, and refuses calls beyond the node's capacity;
+//! - [`work`]: CPU-bound work off the async workers, on a bounded pool, stopped cooperatively
+//!   when its call ends;
 //! - [`master_client`]: the HTTP client of the master's registry API;
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //!
@@ -32,6 +34,7 @@ pub mod load;
 pub mod master_client;
 pub mod server;
 pub mod shutdown;
+pub mod work;
 
 pub use config::{NodeConfig, NodeTls};
 pub use distribution_shared::tarpc;

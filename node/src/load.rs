@@ -10,12 +10,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use futures::FutureExt;
 use tarpc::server::Serve;
 use tarpc::{RequestName, ServerError};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::work::{SCOPE, Scope};
 
 /// The node's load counters, shared by every connection and the heartbeat loop.
 #[derive(Debug)]
 pub struct Load {
     in_flight: AtomicU32,
+    /// Work of [`crate::work::run_blocking`] still running after its call ended.
+    orphaned: AtomicU32,
     served: AtomicU64,
     refused: AtomicU64,
     capacity: u32,
@@ -27,6 +31,7 @@ impl Load {
     pub fn new(capacity: u32) -> Self {
         Self {
             in_flight: AtomicU32::new(0),
+            orphaned: AtomicU32::new(0),
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             capacity,
@@ -37,6 +42,21 @@ impl Load {
     /// Calls running now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// What the node reports as its load: calls running now, plus CPU work still running after
+    /// its call ended (cancelled or past its deadline, see [`crate::work`]).
+    pub fn busy(&self) -> u32 {
+        self.in_flight()
+            .saturating_add(self.orphaned.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn orphan_started(&self) {
+        self.orphaned.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn orphan_done(&self) {
+        self.orphaned.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Calls finished since the node started.
@@ -106,6 +126,7 @@ pub const HANDLER_PANICKED: &str = "the call's handler panicked";
 pub(crate) struct Counted<Req, Resp, F> {
     handler: F,
     load: Arc<Load>,
+    threads: Arc<Semaphore>,
     types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -114,16 +135,19 @@ impl<Req, Resp, F: Clone> Clone for Counted<Req, Resp, F> {
         Self {
             handler: self.handler.clone(),
             load: self.load.clone(),
+            threads: self.threads.clone(),
             types: PhantomData,
         }
     }
 }
 
 impl<Req, Resp, F> Counted<Req, Resp, F> {
-    pub(crate) fn new(handler: F, load: Arc<Load>) -> Self {
+    /// Wraps `handler`; its CPU work ([`crate::work::run_blocking`]) runs on `threads`.
+    pub(crate) fn new(handler: F, load: Arc<Load>, threads: Arc<Semaphore>) -> Self {
         Self {
             handler,
             load,
+            threads,
             types: PhantomData,
         }
     }
@@ -148,7 +172,11 @@ where
         // A panicking handler must not leave the caller waiting for its deadline: it answers
         // an error like any other failure, and the node goes on serving.
         let handler = &self.handler;
-        match AssertUnwindSafe(async move { handler(ctx, req).await })
+        let scope = Scope {
+            load: self.load.clone(),
+            threads: self.threads.clone(),
+        };
+        match AssertUnwindSafe(SCOPE.scope(scope, async move { handler(ctx, req).await }))
             .catch_unwind()
             .await
         {

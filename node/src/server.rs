@@ -198,7 +198,8 @@ impl Lifecycle {
             beats.clone(),
         ));
         let connections = TaskTracker::new();
-        let service = Counted::new(handler, self.load.clone());
+        let threads = Arc::new(Semaphore::new(self.config.cpu_threads.max(1)));
+        let service = Counted::new(handler, self.load.clone(), threads);
         tokio::select! {
             _ = self.graceful.cancelled() => {}
             _ = self.kill.cancelled() => {}

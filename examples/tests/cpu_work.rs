@@ -1,0 +1,138 @@
+//! Palindrome counts abandoned by their callers stop burning the node's CPU (a node process).
+//!
+//! A count of 2^40 numbers takes tens of minutes. Before, a caller that gave up (deadline
+//! passed, call cancelled, HTTP client gone) left it running on a blocking thread while the node
+//! reported itself idle; a client repeating that piled up CPU work without bound. Now the count
+//! looks at its call every slice (`palindrome::SLICE` numbers) and stops.
+//!
+//! The figure checked is the node process's CPU time (utime + stime of `/proc/<pid>/stat`) in a
+//! window that starts one second after the callers gave up.
+
+use std::time::{Duration, Instant};
+
+use distribution_examples::service::CalcClient;
+use distribution_shared::defaults::MAX_FRAME_LEN;
+use distribution_shared::transport;
+use distribution_shared::wire::NodeList;
+use tarpc::context;
+use tokio::net::TcpStream;
+
+mod support;
+
+use support::procs::{Proc, start_master, start_node};
+
+/// A count no call finishes: 2^40 numbers.
+const HUGE: u64 = 1 << 40;
+
+/// How many abandoned counts each test leaves behind: more than the node has cores.
+const ABANDONED: usize = 4;
+
+/// The CPU time the node may use in the 1.5 s window (heartbeats, its runtime's housekeeping).
+/// One abandoned count alone would use the whole window of a core.
+const IDLE_CPU: Duration = Duration::from_millis(300);
+
+/// The node process's CPU time so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) are separated by spaces.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // Linux reports in USER_HZ, 100 per second on every architecture this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+async fn cluster() -> (Proc, Proc, CalcClient) {
+    let (master, registry, _) = start_master(200, &[]);
+    let node = start_node(&registry, &[]);
+    let started = Instant::now();
+    let addr = loop {
+        let list: NodeList = reqwest::get(format!("http://{registry}/v1/nodes"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(found) = list.nodes.first() {
+            break found.addr.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node registers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let tcp = TcpStream::connect(&addr).await.unwrap();
+    let client = CalcClient::new(
+        tarpc::client::Config::default(),
+        transport::framed(tcp, MAX_FRAME_LEN),
+    )
+    .spawn();
+    (master, node, client)
+}
+
+/// The CPU the node uses from 1 s to 2.5 s after its callers gave up.
+async fn cpu_after_giving_up(pid: u32) -> Duration {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = cpu_time(pid);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cpu_time(pid) - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_past_their_deadline_stop() {
+    let (_master, node, client) = cluster().await;
+    let calls: Vec<_> = (0..ABANDONED)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut ctx = context::current();
+                ctx.deadline = std::time::Instant::now() + Duration::from_millis(500);
+                client.palindromes(ctx, 0, HUGE).await
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.unwrap();
+        // A deadline exceeded, or the node's own "stopped" when it answers first.
+        assert!(
+            !matches!(answer, Ok(Ok(_))),
+            "no count of 2^40 ends in 500 ms: {answer:?}"
+        );
+    }
+    let used = cpu_after_giving_up(node.0.id()).await;
+    eprintln!("node CPU in the window: {used:?}");
+    assert!(
+        used <= IDLE_CPU,
+        "the node still counts: {used:?} of CPU in 1.5 s"
+    );
+    // And it still answers.
+    let small = client.palindromes(context::current(), 0, 2000).await;
+    assert_eq!(small.unwrap(), Ok(93));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_counts_stop() {
+    let (_master, node, client) = cluster().await;
+    for _ in 0..ABANDONED {
+        let client = client.clone();
+        let call = tokio::spawn(async move {
+            let mut ctx = context::current();
+            ctx.deadline = std::time::Instant::now() + Duration::from_secs(600);
+            client.palindromes(ctx, 0, HUGE).await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Dropping the call makes tarpc's client send a cancel, as a caller giving up does.
+        call.abort();
+    }
+    let used = cpu_after_giving_up(node.0.id()).await;
+    eprintln!("node CPU in the window: {used:?}");
+    assert!(
+        used <= IDLE_CPU,
+        "the node still counts: {used:?} of CPU in 1.5 s"
+    );
+}
