@@ -67,7 +67,9 @@ impl<T> BlockingCallHandle<T> {
         let Some(call) = self.call.as_mut() else {
             return Some(Err(BlockingError::AlreadyTaken));
         };
-        match self.driver.block_on(tokio::time::timeout(timeout, call)) {
+        // The timer is made inside the future: it needs the runtime's context.
+        let bounded = async { tokio::time::timeout(timeout, call).await };
+        match self.driver.block_on(bounded) {
             Err(inside) => Some(Err(inside)),
             Ok(Err(_elapsed)) => None,
             Ok(Ok(result)) => {

@@ -204,9 +204,18 @@ impl<C: ServiceClient> BlockingRouter<C> {
     }
 
     /// Blocks until the router knows at least `n` nodes, for at most `timeout`; returns whether
-    /// it does.
+    /// it does: once it returns `true`, calls find the nodes.
     pub fn wait_for_nodes(&self, n: usize, timeout: Duration) -> Result<bool, BlockingError> {
-        self.driver.block_on(self.router.wait_for_nodes(n, timeout))
+        let end = tokio::time::Instant::now() + timeout;
+        self.driver.block_on(async {
+            // `Router::wait_for_nodes` answers from the membership feed, which the router's
+            // follower task applies a moment later: wait for the router's own view too.
+            self.router.wait_for_nodes(n, timeout).await;
+            while self.router.len() < n && tokio::time::Instant::now() < end {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.router.len() >= n
+        })
     }
 
     /// Calls the least-used node and blocks until the reply or the router's default deadline
@@ -221,7 +230,11 @@ impl<C: ServiceClient> BlockingRouter<C> {
     }
 
     /// [`BlockingRouter::call`] with per-call options (deadline, idempotent, attempts).
-    pub fn call_with<T, F, Fut>(&self, options: CallOptions, f: F) -> Result<Reply<T>, BlockingError>
+    pub fn call_with<T, F, Fut>(
+        &self,
+        options: CallOptions,
+        f: F,
+    ) -> Result<Reply<T>, BlockingError>
     where
         F: Fn(C, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
@@ -269,8 +282,9 @@ impl<C: ServiceClient> BlockingRouter<C> {
         F: Fn(C, Context, I) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
-        let replies: Result<Vec<Reply<T>>, ScatterError> =
-            self.driver.block_on(self.router.scatter(items, options, f))?;
+        let replies: Result<Vec<Reply<T>>, ScatterError> = self
+            .driver
+            .block_on(self.router.scatter(items, options, f))?;
         Ok(replies?)
     }
 }
