@@ -7,7 +7,10 @@
 //! distribution-demo node --master 127.0.0.1:3000 &
 //! cargo run -p distribution-examples --example blocking -- 127.0.0.1:3000
 //! ```
+//!
+//! `examples/tests/blocking_calls.rs` runs [`run`] against real node processes.
 
+use std::io::Write;
 use std::time::Duration;
 
 use distribution_examples::service::CalcClient;
@@ -18,17 +21,27 @@ fn main() -> anyhow::Result<()> {
     let master = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3000".to_string());
-    let router = BlockingRouter::<CalcClient>::connect(&master, RouterConfig::default())?;
+    run(&master, &mut std::io::stdout())
+}
+
+/// Calls the cluster of the master at `master` every way, writing what came back to `out`.
+pub fn run(master: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let router = BlockingRouter::<CalcClient>::connect(master, RouterConfig::default())?;
 
     // Sync call (Go: Call): blocks until the reply, within the default 10 s deadline.
     let reply = router.call(|c, ctx| async move { c.sum(ctx, vec![2, 4, 6]).await })?;
-    println!("sum: {} from {}", reply.value?, reply.node);
+    writeln!(out, "sum: {} from {}", reply.value?, reply.node)?;
 
     // Async call (Go: Go + Waiter): start it, do something else, wait for it.
     let later = router.spawn(|c, ctx| async move { c.sum(ctx, vec![1, 2]).await });
     let quick = CallOptions::deadline(Duration::from_secs(2)).idempotent();
     let now = router.call_with(quick, |c, ctx| async move { c.sum(ctx, vec![10]).await })?;
-    println!("spawned: {}, quick: {}", later.wait()?.value?, now.value?);
+    writeln!(
+        out,
+        "spawned: {}, quick: {}",
+        later.wait()?.value?,
+        now.value?
+    )?;
 
     // Scatter/gather: results in the items' order.
     let items: Vec<Vec<i64>> = (0..8).map(|i| vec![i, i]).collect();
@@ -39,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|r| r.value)
         .collect::<Result<Vec<i64>, _>>()?;
-    println!("scatter: {sums:?}");
+    writeln!(out, "scatter: {sums:?}")?;
 
     // From several threads at once: the router is Send + Sync + Clone.
     let threads: Vec<_> = (0..4)
@@ -52,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     for thread in threads {
         let reply = thread.join().expect("the thread does not panic")?;
-        println!("thread: {} from {}", reply.value?, reply.node.id);
+        writeln!(out, "thread: {} from {}", reply.value?, reply.node.id)?;
     }
     Ok(())
 }

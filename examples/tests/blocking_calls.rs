@@ -7,8 +7,6 @@
 //! The thread count is per process: nextest (`make test`) runs each test in its own process.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -20,6 +18,11 @@ use distribution_master::remote::RemoteConfig;
 use distribution_master::{CallOptions, ScatterOptions};
 
 mod support;
+
+/// `examples/blocking.rs` itself (its `main` only reads the address and calls `run`).
+#[allow(dead_code)]
+#[path = "../examples/blocking.rs"]
+mod blocking_example;
 
 use support::procs::{Proc, start_master, start_node};
 
@@ -249,45 +252,13 @@ fn inside_a_tokio_runtime_every_blocking_method_returns_the_typed_error() {
     assert_eq!(reply.unwrap().value, Ok(5));
 }
 
-/// The `blocking` example of this crate, built beside the tests by `cargo nextest run` (which
-/// builds the examples); built here when a targeted run skipped it.
-fn example_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let path = deps
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|profile| profile.join("examples").join("blocking"))
-        .unwrap();
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "distribution-examples",
-                "--example",
-                "blocking",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the example");
-    }
-    path
-}
-
 #[test]
 fn the_example_runs_from_a_plain_main() {
     let cluster = cluster(2, 0);
-    let output = Command::new(example_binary())
-        .arg(&cluster.master)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut out = Vec::new();
+    // The example's code, on this plain thread: no runtime anywhere.
+    blocking_example::run(&cluster.master, &mut out).expect("the example runs");
+    let stdout = String::from_utf8(out).unwrap();
     assert!(stdout.contains("sum: 12 from node-"), "{stdout}");
     assert!(stdout.contains("spawned: 3, quick: 10"), "{stdout}");
     assert!(
