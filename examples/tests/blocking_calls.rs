@@ -120,6 +120,12 @@ fn hammer(
     (per_node, failures)
 }
 
+/// Compiles only if the router can be shared between threads and cloned.
+const _: fn() = || {
+    fn shareable<T: Send + Sync + Clone>() {}
+    shareable::<BlockingRouter<CalcClient>>();
+};
+
 #[test]
 fn eight_threads_share_one_router_over_three_node_processes() {
     let cluster = cluster(3, 2);
