@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use distribution_examples::service::CalcClient;
 use distribution_master::blocking::{BlockingError, BlockingRouter, THREAD_NAME};
 use distribution_master::remote::RemoteConfig;
-use distribution_master::{CallOptions, ScatterOptions};
+use distribution_master::{CallOptions, RouterConfig, ScatterOptions};
 
 mod support;
 
@@ -272,4 +272,29 @@ fn the_example_runs_from_a_plain_main() {
         "{stdout}"
     );
     assert_eq!(stdout.matches("thread: ").count(), 4, "{stdout}");
+}
+
+#[test]
+fn a_router_of_an_in_process_master_is_wrapped_without_a_second_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (master, node, router) = runtime.block_on(async {
+        let master = support::master().await;
+        let node = support::node(&master, Duration::ZERO).await;
+        let router = support::router(&master, 1, RouterConfig::default()).await;
+        (master, node, router)
+    });
+    let blocking = BlockingRouter::from_async(router, runtime.handle().clone());
+    let reply = blocking.call(|c, ctx| async move { c.sum(ctx, vec![40, 2]).await });
+    assert_eq!(reply.unwrap().value, Ok(42));
+    let waited = blocking
+        .spawn(|c, ctx| async move { c.sum(ctx, vec![1, 1]).await })
+        .wait();
+    assert_eq!(waited.unwrap().value, Ok(2));
+    assert_eq!(runtime_threads(), 0, "the caller's runtime does the work");
+    drop(blocking);
+    runtime.block_on(async move { drop((node, master)) });
 }
