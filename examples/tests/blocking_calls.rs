@@ -2,7 +2,8 @@
 //! real processes, the calls come from `std::thread`s. Many threads share one router; a
 //! SIGKILLed node fails over; `wait_timeout` returns in time; the runtime's threads are gone once
 //! every handle is dropped; a call inside a tokio runtime gets the typed error instead of
-//! hanging; the example runs from a plain `fn main()`.
+//! hanging; the example runs from a plain `fn main()`; an in-process master's router is wrapped
+//! on the caller's runtime.
 //!
 //! The thread count is per process: nextest (`make test`) runs each test in its own process.
 
