@@ -10,11 +10,15 @@
 //! (`Handle::block_on`), so many threads can call at once and none waits for another.
 //!
 //! ```text
-//!   thread 1 ─ call() ─┐                    ┌─ dist-blocking threads (2) ──────────────┐
-//!   thread 2 ─ call() ─┼─ block_on(router.call(..)) ─▶ Router<C>: pick, failover,     │
-//!   thread N ─ spawn() ┘   on the caller's thread    │   tarpc connections, timers,    │
-//!        wait() ◀──────── BlockingCallHandle ◀───────│   the master's blocking query   │
-//!                                                   └──────────────────────────────────┘
+//!   thread 1 ── call() ───┐
+//!   thread 2 ── call() ───┼──▶ block_on(router.call(..)): the call's future runs here,
+//!   thread N ── spawn() ──┘    on the calling thread, and wakes it when the reply is in
+//!      wait() ◀── BlockingCallHandle                  │
+//!                                                     ▼
+//!   ┌─ runtime: 2 threads named "dist-blocking" ─────────────────────┐
+//!   │ the tarpc connections, the timers (deadlines), spawned calls,  │
+//!   │ and the remote caller's watch of the master's node list        │
+//!   └────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! - **Lifetime**: the runtime stops when the last clone of the router and the last
