@@ -23,9 +23,12 @@
 //! - [`server`] ties them together in a [`Master`] running on an already-bound listener.
 //! - [`remote`] gives any other process the same [`Router`], fed by a blocking query on a
 //!   master's node list: [`remote::connect`].
+//! - [`blocking`] wraps a router for synchronous code (no runtime to create): each call blocks
+//!   the calling thread, as the Go original's `Call` did: [`blocking::BlockingRouter`].
 
 pub mod api;
 pub mod auth;
+pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking] [--quick]
 //! ```
 //!
 //! The parts:
@@ -16,7 +16,9 @@
 //! - [`detection`]: how fast a SIGKILLed node stops getting calls and is evicted, and how fast
 //!   a restarted master lists every node again.
 //! - [`scatter`]: `/palindrom` over 1 and 2 nodes against a single-threaded local count.
+//! - [`blocking`]: blocking calls from threads against async calls from tasks, at 1 and 16.
 
+mod blocking;
 mod capacity;
 mod detection;
 mod overhead;
@@ -37,7 +39,7 @@ use report::Section;
 /// The command line: where the figures go, which parts run, and how big.
 #[derive(Parser, Debug, Clone)]
 #[command(
-    about = "distribution benchmarks: routed vs raw, master capacity, failure detection, scatter/gather"
+    about = "distribution benchmarks: routed vs raw, master capacity, failure detection, scatter/gather, blocking vs async calls"
 )]
 pub struct Args {
     /// Where the JSON figures and the plot go.
@@ -66,6 +68,8 @@ pub enum Part {
     Detection,
     /// Scatter/gather: /palindrom over 1 and 2 nodes vs local.
     Scatter,
+    /// Blocking calls from threads vs async calls from tasks.
+    Blocking,
 }
 
 impl Args {
@@ -116,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Scatter) {
         sections.push(scatter::run(&args).await.context("scatter")?);
+    }
+    if args.wants(Part::Blocking) {
+        sections.push(blocking::run(&args).await.context("blocking")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);
