@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distribution_shared::defaults;
 use distribution_shared::tokio_rustls::rustls;
 
 use distribution_shared::wire::{ErrorBody, Heartbeat, Lease, RegisterRequest};
@@ -67,6 +68,9 @@ impl MasterClient {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            // Drop a pooled connection before the master's idle timeout closes it, so that a
+            // heartbeat is never sent on a connection the master is closing at that moment.
+            .pool_idle_timeout(defaults::IDLE_TIMEOUT / 2)
             .default_headers(headers);
         if let Some(tls) = tls {
             builder = builder.use_preconfigured_tls((*tls).clone());
