@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use distribution_master::http::{self, HttpOptions};
 use distribution_master::{Master, MasterConfig, Router, RouterConfig};
 use distribution_node::{NodeConfig, NodeHandle, handler};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::gateway;
 use crate::service::{Calc, CalcClient, CalcServer};
@@ -20,32 +22,43 @@ pub struct DemoMaster {
     /// The gateway's address.
     pub gateway_addr: SocketAddr,
     gateway: JoinHandle<std::io::Result<()>>,
+    stop_gateway: CancellationToken,
 }
 
 impl DemoMaster {
-    /// Starts the registry on `registry` and the gateway on `gateway`.
+    /// Starts the registry on `registry` and the gateway on `gateway`. The gateway is served in
+    /// the clear with the registry's connection limits (`config.http`: connections, per-IP
+    /// limit, idle and header timeouts).
     pub fn start(
         registry: TcpListener,
         gateway: TcpListener,
         config: MasterConfig,
         router: RouterConfig,
     ) -> std::io::Result<Self> {
+        let limits = HttpOptions {
+            tls: None,
+            ..config.http.clone()
+        };
         let master = Master::start(registry, config)?;
         let router: Router<CalcClient> = master.router_with(router);
         let gateway_addr = gateway.local_addr()?;
         let app = gateway::routes(router);
-        let gateway = tokio::spawn(async move { axum::serve(gateway, app).await });
+        let stop_gateway = CancellationToken::new();
+        let gateway = tokio::spawn(http::serve(gateway, app, limits, stop_gateway.clone()));
         tracing::info!(addr = %gateway_addr, "gateway listening");
         Ok(Self {
             master,
             gateway_addr,
             gateway,
+            stop_gateway,
         })
     }
 
-    /// Stops the gateway and the master.
+    /// Stops the gateway (its requests in flight finish, within the drain timeout) and the
+    /// master.
     pub async fn shutdown(self) {
-        self.gateway.abort();
+        self.stop_gateway.cancel();
+        let _ = self.gateway.await;
         self.master.shutdown().await;
     }
 }

@@ -2,6 +2,13 @@
 //! bad or slow client from hurting the others.
 //!
 //! - at most [`HttpOptions::max_connections`] connections at once (accepting waits for a free slot);
+//! - at most [`HttpOptions::max_connections_per_ip`] of them from one peer IP: beyond it a
+//!   connection is closed at once (see [`distribution_shared::listener`]). No slot is reserved
+//!   for `/health` (the path is unknown until a request arrives); the per-IP limit is what keeps
+//!   slots free for it: one host fills at most an eighth of the global limit by default;
+//! - a connection with no request in flight and no byte either way for
+//!   [`HttpOptions::idle_timeout`] is closed: silent sockets, HTTP/2 connections that never send
+//!   a request, keep-alive connections left open. Blocking queries are requests in flight;
 //! - request headers must arrive within [`HttpOptions::header_read_timeout`] (slowloris);
 //! - at most 100 headers per request (`431` beyond, hyper's default);
 //! - on shutdown, open connections finish their current request, bounded by the drain timeout;
@@ -16,8 +23,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use distribution_shared::stream;
+use distribution_shared::backoff::Backoff;
+use distribution_shared::listener::{IdleStream, PeerLimits};
 use distribution_shared::tokio_rustls::{TlsAcceptor, rustls};
+use distribution_shared::{defaults, stream};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -34,6 +43,12 @@ use tracing::{debug, warn};
 pub struct HttpOptions {
     /// Connections served at once. Default 4096.
     pub max_connections: usize,
+    /// Connections one peer IP may hold at once; more are closed at once. Default 512
+    /// ([`defaults::MAX_CONNECTIONS_PER_IP`]).
+    pub max_connections_per_ip: usize,
+    /// How long a connection may stay with no request in flight and no byte either way before it
+    /// is closed. Default 30 s ([`defaults::IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
     /// How long a client may take to send a request's headers. Default 5 s.
     pub header_read_timeout: Duration,
     /// How long shutdown waits for open requests. Default 5 s.
@@ -46,6 +61,8 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            idle_timeout: defaults::IDLE_TIMEOUT,
             header_read_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             tls: None,
@@ -62,6 +79,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let peers = PeerLimits::new(limits.max_connections_per_ip);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -71,7 +89,7 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let acceptor = limits.tls.clone().map(TlsAcceptor::from);
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -84,36 +102,55 @@ pub async fn serve(
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %err, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     continue;
                 }
             },
         };
-        backoff = Duration::from_millis(5);
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
+        backoff.reset();
+        let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
+            continue; // over the per-IP limit: `stream` and `slot` drop, the socket closes
+        };
         let (builder, acceptor, watcher) = (builder.clone(), acceptor.clone(), graceful.watcher());
-        let handshake = limits.header_read_timeout;
+        let (handshake, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let app = app.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             let stream = match stream::accept(stream, acceptor.as_ref(), handshake).await {
-                Ok(stream) => stream,
+                Ok(stream) => IdleStream::new(stream),
                 Err(err) => {
                     debug!(%peer, error = %err, "TLS handshake failed");
                     return;
                 }
             };
+            let activity = stream.activity().clone();
+            let in_flight = activity.clone();
+            // Each request holds `busy` until its response is ready; the body's bytes are
+            // activity of their own.
+            let service = app
+                .map_request(move |mut request: axum::http::Request<Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                })
+                .map_future(move |response| {
+                    let busy = in_flight.busy();
+                    async move {
+                        let response = response.await;
+                        drop(busy);
+                        response
+                    }
+                });
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
                 TowerToHyperService::new(service),
             );
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                debug!(%peer, error = %err, "connection closed with an error");
+            tokio::select! {
+                served = watcher.watch(connection.into_owned()) => {
+                    if let Err(err) = served {
+                        debug!(%peer, error = %err, "connection closed with an error");
+                    }
+                }
+                _ = activity.idle(idle_timeout) => debug!(%peer, "idle connection closed"),
             }
         });
     }

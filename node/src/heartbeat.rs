@@ -2,7 +2,11 @@
 //! register again whenever the master forgot the node (404) or could not be reached.
 //!
 //! Registering is idempotent on the master's side, so "register again" is always safe. While the
-//! master is unreachable the loop retries every interval and logs the outage once, not every try.
+//! master is unreachable, or refuses the registration (a `404` from something that is not a
+//! registry, a `5xx`), the loop retries every interval and logs the outage once, not every try.
+//! Only a `404` on a *heartbeat* ("forgotten") registers again at once, and only once in a row:
+//! if that registration fails too, it is an outage. `stop` is honoured in every branch, requests
+//! to the master included, so a node stops promptly whatever the master answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,16 +32,21 @@ pub(crate) async fn run(
     let mut lease: Option<Lease> = None;
     let mut outage = false;
     loop {
-        let result = match &lease {
-            None => master.register(&request).await,
-            Some(_) => {
-                let beat = Heartbeat {
-                    in_flight: load.busy(),
-                    capacity: Some(load.capacity()),
-                    served: load.served(),
-                };
-                master.heartbeat(&request.id, &beat).await
+        let exchange = async {
+            match &lease {
+                None => master.register(&request).await,
+                Some(_) => {
+                    let beat = Heartbeat {
+                        in_flight: load.busy(),
+                        capacity: Some(load.capacity()),
+                        served: load.served(),
+                    };
+                    master.heartbeat(&request.id, &beat).await
+                }
             }
+        };
+        let Some(result) = stop.run_until_cancelled(exchange).await else {
+            return;
         };
         match result {
             Ok(granted) => {
@@ -52,7 +61,7 @@ pub(crate) async fn run(
                 lease = Some(granted);
                 registered.send_replace(true);
             }
-            Err(MasterError::UnknownNode) => {
+            Err(MasterError::UnknownNode) if lease.is_some() => {
                 warn!(node = %request.id, "the master forgot this node; registering again");
                 lease = None;
                 registered.send_replace(false);
@@ -60,7 +69,7 @@ pub(crate) async fn run(
             }
             Err(err) => {
                 if !outage {
-                    warn!(node = %request.id, error = %err, "cannot reach the master; retrying every interval");
+                    warn!(node = %request.id, error = %err, "no lease from the master (unreachable or refusing); retrying every interval");
                     outage = true;
                 }
                 lease = None;

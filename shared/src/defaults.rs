@@ -48,3 +48,14 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// request's deadline in a timer wheel that panics on deadlines more than about 2.2 years away,
 /// and `Instant::now() + Duration::MAX` overflows.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How long a connection to any listener of the cluster (registry, gateway, node) may stay
+/// silent, with no request in flight and no byte either way, before it is closed: 30 s. Nodes
+/// heartbeat every second and callers' blocking queries keep a request in flight, so only
+/// connections that do nothing are cut.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many connections one peer IP may hold open at once on one listener: 512. A host with more
+/// (many nodes behind one NAT, a load test from one machine) needs it raised; one host alone can
+/// then take an eighth of the registry's 4096 connections, never all of them.
+pub const MAX_CONNECTIONS_PER_IP: usize = 512;

@@ -10,11 +10,16 @@
 //! - [`service`]: the [`ServiceClient`] trait that lets the router build any tarpc client generated
 //!   by `#[tarpc::service]` on top of that transport;
 //! - [`stream`]: a connection in the clear or under TLS, and how to open or accept one;
-//! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`).
+//! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`);
+//! - [`listener`]: the limits every listener applies per connection (per-peer-IP limit, idle
+//!   timeout);
+//! - [`backoff`]: the one exponential backoff of the retry loops.
 //!
 //! `master/` and `node/` both depend on this crate and never on each other.
 
+pub mod backoff;
 pub mod defaults;
+pub mod listener;
 pub mod service;
 pub mod stream;
 pub mod tls;

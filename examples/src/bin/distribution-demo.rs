@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
+//!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
@@ -59,6 +60,18 @@ enum Role {
         #[arg(long, env = "DIST_MAX_NODES", default_value_t = distribution_shared::defaults::MAX_NODES as u64,
               value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         max_nodes: u64,
+        /// The most connections one peer IP may hold open on the registry and on the gateway
+        /// (more are closed at once). Raise it when many nodes or callers share one IP.
+        #[arg(long, env = "DIST_MAX_CONNECTIONS_PER_IP",
+              default_value_t = distribution_shared::defaults::MAX_CONNECTIONS_PER_IP as u64,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections_per_ip: u64,
+        /// How long a connection to the registry or the gateway may stay silent, with no request
+        /// in flight, before it is closed, in milliseconds.
+        #[arg(long, env = "DIST_IDLE_TIMEOUT_MS",
+              default_value_t = distribution_shared::defaults::IDLE_TIMEOUT.as_millis() as u64,
+              value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+        idle_timeout_ms: u64,
         #[command(flatten)]
         security: Security,
     },
@@ -198,6 +211,8 @@ async fn main() -> anyhow::Result<()> {
             heartbeat_interval_ms,
             ttl_ms,
             max_nodes,
+            max_connections_per_ip,
+            idle_timeout_ms,
             security,
         } => {
             let mut config =
@@ -206,6 +221,9 @@ async fn main() -> anyhow::Result<()> {
                 config.ttl = Duration::from_millis(ttl);
             }
             config.max_nodes = usize::try_from(max_nodes).context("--max-nodes")?;
+            config.http.max_connections_per_ip =
+                usize::try_from(max_connections_per_ip).context("--max-connections-per-ip")?;
+            config.http.idle_timeout = Duration::from_millis(idle_timeout_ms);
             config.secret = security.secret.clone();
             if let Some(files) = security.files() {
                 config.http.tls = Some(files.server_config().context("registry TLS")?);
