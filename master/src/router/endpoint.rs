@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use distribution_shared::ServiceClient;
-use distribution_shared::stream;
+use distribution_shared::handshake::{self, Key};
 use distribution_shared::tls::ClientTls;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -202,11 +202,16 @@ impl<C: ServiceClient> Endpoint<C> {
 
     /// The node's client, dialling it first if there is no live connection. Returns the
     /// connection's generation, so a failure can drop exactly that connection.
+    ///
+    /// With `key` (the cluster secret), the dial includes the cluster handshake, within the
+    /// same `connect_timeout`; a node that refuses the secret fails the dial like a refused
+    /// connection, with the reason in the error.
     pub(crate) async fn client(
         &self,
         connect_timeout: Duration,
         max_frame_len: usize,
         tls: Option<&ClientTls>,
+        key: Option<&Key>,
     ) -> std::io::Result<(u64, C)> {
         if let Some(found) = self.cached() {
             return Ok(found);
@@ -215,7 +220,7 @@ impl<C: ServiceClient> Endpoint<C> {
         if let Some(found) = self.cached() {
             return Ok(found);
         }
-        let stream = stream::connect(&self.node.addr, tls, connect_timeout).await?;
+        let stream = handshake::connect(&self.node.addr, tls, key, connect_timeout).await?;
         let client = C::from_stream(stream, max_frame_len);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, client.clone()));
