@@ -23,7 +23,9 @@ pub struct DemoMaster {
 }
 
 impl DemoMaster {
-    /// Starts the registry on `registry` and the gateway on `gateway`.
+    /// Starts the registry on `registry` and the gateway on `gateway`. The gateway's router
+    /// proves the master's cluster secret to the nodes (unless `router.secret` names another);
+    /// the gateway's own HTTP routes stay public.
     pub fn start(
         registry: TcpListener,
         gateway: TcpListener,

@@ -171,7 +171,11 @@ async fn wrong_secrets_replays_and_stalls_are_refused_while_routed_calls_succeed
         false,
     )
     .await;
-    assert_eq!((status, body.trim_end().ends_with(": 42")), (200, true), "{body}");
+    assert_eq!(
+        (status, body.trim_end().ends_with(": 42")),
+        (200, true),
+        "{body}"
+    );
     assert_eq!(node.load().refused_connections(), 0);
 
     // A wrong secret: refused, with an error that says so, directly and through a router.
@@ -307,7 +311,11 @@ async fn processes_with_a_secret_refuse_raw_callers_and_serve_the_client_and_gat
     assert!(closed);
 
     let (status, body) = support::get(&format!("http://{gateway}/sum?values=40,2"), false).await;
-    assert_eq!((status, body.trim_end().ends_with(": 42")), (200, true), "{body}");
+    assert_eq!(
+        (status, body.trim_end().ends_with(": 42")),
+        (200, true),
+        "{body}"
+    );
 
     let client = tokio::task::spawn_blocking(move || {
         std::process::Command::new(DEMO)
