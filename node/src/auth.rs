@@ -101,8 +101,8 @@ impl Gate {
 pub(crate) fn announce(config: &NodeConfig) {
     match (config.secret.is_some(), config.tls.is_some()) {
         (true, _) => info!(
-            "cluster secret set: the master's registry and this node's calls are authenticated \
-             (every caller must prove the secret when it connects)"
+            "cluster secret set: node calls are authenticated (every caller must prove the secret \
+             when it connects), and the node presents it to the master"
         ),
         (false, true) => warn!(
             "no cluster secret: node calls are open to any caller who reaches this port, unless \
