@@ -4,9 +4,9 @@
 //! Why: the master checks the secret on its registry (`Authorization: Bearer`), but a node's
 //! tarpc port is reached directly by every caller. Without this handshake anyone who can reach a
 //! node's port could call it, secret or not. With a secret set, both ends run it right after
-//! [`stream::connect`](crate::stream::connect) / [`stream::accept`](crate::stream::accept) (so
-//! after TLS, when there is TLS) and only then hand the stream to tarpc. One handshake per
-//! connection: calls multiplexed on it afterwards pay nothing.
+//! [`stream::connect`] / [`stream::accept`] (so after TLS, when there is TLS) and only then hand
+//! the stream to tarpc. One handshake per connection: calls multiplexed on it afterwards pay
+//! nothing.
 //!
 //! The exchange (version 1; `tag(label)` is HMAC-SHA256 keyed by the secret over
 //! `label || node_nonce || caller_nonce`; nonces are 32 fresh random bytes):
