@@ -559,6 +559,22 @@ mod tests {
     use crate::server::Master;
 
     #[test]
+    fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {
+        let from_remote = RemoteConfig {
+            secret: Some("s3cret".into()),
+            ..RemoteConfig::default()
+        }
+        .with_one_secret();
+        assert_eq!(from_remote.router.secret.as_deref(), Some("s3cret"));
+        let mut from_router = RemoteConfig::default();
+        from_router.router.secret = Some("s3cret".into());
+        let from_router = from_router.with_one_secret();
+        assert_eq!(from_router.secret.as_deref(), Some("s3cret"));
+        assert!(!format!("{from_router:?}").contains("s3cret"));
+        assert!(format!("{:?}", from_router.router).contains("<redacted>"));
+    }
+
+    #[test]
     fn master_addresses_parse() {
         let url = |master, tls| nodes_url(master, tls).map(|u| u.to_string());
         assert_eq!(
