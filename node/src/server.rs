@@ -253,9 +253,11 @@ impl Lifecycle {
                         match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
                             Ok(mut stream) => {
                                 // With a secret, no tarpc frame is read before the caller
-                                // proves it; a refused caller is dropped here.
+                                // proves it; a refused caller is dropped here (and a stopping
+                                // node does not wait for a handshake in progress).
                                 if let Some(gate) = &gate {
-                                    if !gate.admit(&mut stream, peer).await {
+                                    let admit = gate.admit(&mut stream, peer);
+                                    if kill.run_until_cancelled(admit).await != Some(true) {
                                         return;
                                     }
                                 }
