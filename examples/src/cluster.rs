@@ -28,7 +28,8 @@ pub struct DemoMaster {
 impl DemoMaster {
     /// Starts the registry on `registry` and the gateway on `gateway`. The gateway is served in
     /// the clear with the registry's connection limits (`config.http`: connections, per-IP
-    /// limit, idle and header timeouts).
+    /// limit, idle and header timeouts). Its router proves the master's cluster secret to the
+    /// nodes (unless `router.secret` names another); the gateway's own HTTP routes stay public.
     pub fn start(
         registry: TcpListener,
         gateway: TcpListener,

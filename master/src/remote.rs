@@ -54,7 +54,8 @@
 //!
 //! # Security
 //!
-//! A master with a cluster secret gets it from [`RemoteConfig::secret`]; a master on HTTPS is
+//! A master with a cluster secret gets it from [`RemoteConfig::secret`], and the nodes get the
+//! same secret proved in the cluster handshake on each connection; a master on HTTPS is
 //! reached with [`RemoteConfig::master_tls`], by default the router's TLS settings (the cluster
 //! CA, and the caller's certificate under mutual TLS), which also secure the calls to the nodes.
 //!
@@ -104,7 +105,9 @@ pub struct RemoteConfig {
     /// The largest node list the caller reads. Default 64 MiB (100,000 nodes take about 20 MiB).
     pub max_list_bytes: usize,
     /// The cluster secret, sent as `Authorization: Bearer` when the master has one (see
-    /// [`crate::auth`]). Default none. Never logged.
+    /// [`crate::auth`]), and proved to every node in the cluster handshake. One secret for
+    /// both: when only this or only `router.secret` is set, it serves for both. Default none.
+    /// Never logged.
     pub secret: Option<String>,
     /// TLS to the master's registry API (the cluster CA, and this caller's certificate for
     /// mutual TLS). Default: the router's, `router.tls`, since one cluster CA certifies the
@@ -113,6 +116,18 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// This configuration with one cluster secret for the registry and the nodes: whichever
+    /// of [`RemoteConfig::secret`] and `router.secret` is set fills the other.
+    fn with_one_secret(mut self) -> Self {
+        if self.secret.is_none() {
+            self.secret = self.router.secret.clone();
+        }
+        if self.router.secret.is_none() {
+            self.router.secret = self.secret.clone();
+        }
+        self
+    }
+
     /// The TLS settings for the master: [`RemoteConfig::master_tls`], else the router's.
     fn effective_master_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
         self.master_tls
@@ -225,6 +240,7 @@ pub async fn connect_with<C: ServiceClient>(
     master: &str,
     config: RemoteConfig,
 ) -> Result<Router<C>, ConnectError> {
+    let config = config.with_one_secret();
     let feed = follow(master, &config).await?;
     Ok(Router::new(feed, config.router))
 }
@@ -256,7 +272,7 @@ async fn spawn_watcher(
     let mut watcher = Watcher {
         http,
         url,
-        config: config.clone(),
+        config: config.clone().with_one_secret(),
         loads: HashMap::new(),
         members: Arc::from(Vec::new()),
         version: 0,
@@ -541,6 +557,22 @@ mod tests {
     use crate::config::MasterConfig;
     use crate::registry::Registration;
     use crate::server::Master;
+
+    #[test]
+    fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {
+        let from_remote = RemoteConfig {
+            secret: Some("s3cret".into()),
+            ..RemoteConfig::default()
+        }
+        .with_one_secret();
+        assert_eq!(from_remote.router.secret.as_deref(), Some("s3cret"));
+        let mut from_router = RemoteConfig::default();
+        from_router.router.secret = Some("s3cret".into());
+        let from_router = from_router.with_one_secret();
+        assert_eq!(from_router.secret.as_deref(), Some("s3cret"));
+        assert!(!format!("{from_router:?}").contains("s3cret"));
+        assert!(format!("{:?}", from_router.router).contains("<redacted>"));
+    }
 
     #[test]
     fn master_addresses_parse() {

@@ -32,6 +32,22 @@ pub struct Master {
     local_addr: SocketAddr,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    /// The cluster secret, handed to in-process routers (they prove it to the nodes).
+    secret: RouterSecret,
+}
+
+/// The master's cluster secret as kept for its routers; `Debug` never shows it.
+#[derive(Clone)]
+struct RouterSecret(Option<String>);
+
+impl std::fmt::Debug for RouterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<redacted>)"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl Master {
@@ -49,11 +65,19 @@ impl Master {
                     Secret::new(secret),
                     auth::require_secret,
                 ));
+                tracing::info!(
+                    "cluster secret set: the registry requires it, and this master's routers \
+                     prove it to the nodes"
+                );
             }
             None if config.http.tls.is_none() => tracing::warn!(
-                "the registry is open: anyone who reaches it can join the cluster (set a secret or TLS)"
+                "no cluster secret and no TLS: the registry is open, anyone who reaches it can \
+                 join the cluster or read its node list; node calls are open too"
             ),
-            None => {}
+            None => tracing::warn!(
+                "no cluster secret: the registry is open to anyone who reaches it unless its TLS \
+                 settings require client certificates (mutual TLS)"
+            ),
         }
         let server = tokio::spawn(http::serve(
             listener,
@@ -68,6 +92,7 @@ impl Master {
             local_addr,
             shutdown,
             server,
+            secret: RouterSecret(config.secret.clone()),
         })
     }
 
@@ -86,8 +111,13 @@ impl Master {
         self.router_with(RouterConfig::default())
     }
 
-    /// A router over this master's nodes with `config`.
-    pub fn router_with<C: ServiceClient>(&self, config: RouterConfig) -> Router<C> {
+    /// A router over this master's nodes with `config`. When `config` has no
+    /// [`secret`](RouterConfig::secret), the router uses the master's own
+    /// ([`MasterConfig::secret`]): nodes that joined with it require it of every caller.
+    pub fn router_with<C: ServiceClient>(&self, mut config: RouterConfig) -> Router<C> {
+        if config.secret.is_none() {
+            config.secret = self.secret.0.clone();
+        }
         Router::new(self.registry.subscribe(), config)
     }
 

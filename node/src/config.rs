@@ -49,8 +49,11 @@ pub struct NodeConfig {
     pub cpu_threads: usize,
     /// TLS: serve the tarpc port under TLS and dial the master over HTTPS. `None`: plain TCP.
     pub tls: Option<NodeTls>,
-    /// The cluster secret the master expects (`Authorization: Bearer`), if it has one.
-    /// Never logged.
+    /// The cluster secret: presented to the master (`Authorization: Bearer`), and required of
+    /// every caller, which must prove it in the cluster handshake before its first call
+    /// (`distribution_shared::handshake`; refusals are counted in
+    /// [`Load::refused_connections`](crate::Load::refused_connections)). `None`: the node's calls
+    /// are open to anyone who reaches its port (unless mutual TLS restricts them). Never logged.
     pub secret: Option<String>,
 }
 

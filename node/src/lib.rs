@@ -8,6 +8,8 @@
 //!   (leave the master, drain the calls in flight, close);
 //! - `heartbeat`: registers, renews the lease every interval with the node's
 //!   load, and registers again after a master restart (404) or outage;
+//! - `auth`: with a cluster secret, the node's side of the handshake every caller must pass
+//!   before its first call (refusals counted in [`Load::refused_connections`]);
 //! - [`load`]: counts calls in flight and served, and refuses calls beyond the node's capacity;
 //! - [`work`]: CPU-bound work off the async workers, on a bounded pool, stopped cooperatively
 //!   when its call ends;
@@ -27,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod heartbeat;
 
 pub mod config;

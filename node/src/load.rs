@@ -22,6 +22,7 @@ pub struct Load {
     orphaned: AtomicU32,
     served: AtomicU64,
     refused: AtomicU64,
+    refused_connections: AtomicU64,
     capacity: u32,
     idle: Notify,
 }
@@ -34,6 +35,7 @@ impl Load {
             orphaned: AtomicU32::new(0),
             served: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            refused_connections: AtomicU64::new(0),
             capacity,
             idle: Notify::new(),
         }
@@ -67,6 +69,17 @@ impl Load {
     /// Calls refused because the node was at capacity.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused because the caller did not complete the cluster handshake (a wrong
+    /// or missing secret, a replayed answer, a stall): see `NodeConfig::secret`.
+    pub fn refused_connections(&self) -> u64 {
+        self.refused_connections.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused connection; returns the new total.
+    pub(crate) fn count_refused_connection(&self) -> u64 {
+        self.refused_connections.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The node's capacity.

@@ -29,13 +29,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
 use crate::heartbeat;
 use crate::load::{Counted, Load};
 use crate::master_client::{MasterClient, MasterError};
 
-/// How long a caller may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller may take to complete the TLS handshake (and, separately, the cluster
+/// handshake when the node has a secret: see [`crate::auth`]).
+const HANDSHAKE_TIMEOUT: Duration = distribution_shared::handshake::HANDSHAKE_TIMEOUT;
 
 /// How long the node must be idle before it closes its connections during a graceful shutdown.
 const LINGER: Duration = Duration::from_millis(100);
@@ -132,9 +134,7 @@ where
         config.secret.as_deref(),
         config.tls.as_ref().map(|tls| tls.client.clone()),
     )?;
-    if config.secret.is_none() && config.tls.is_none() {
-        warn!("no cluster secret and no TLS: this node is open to any caller and any master");
-    }
+    auth::announce(&config);
     let load = Arc::new(Load::new(config.capacity));
     let (registered_tx, registered) = watch::channel(false);
     let graceful = CancellationToken::new();
@@ -236,6 +236,7 @@ impl Lifecycle {
             .tls
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.server.clone()));
+        let gate = Gate::new(&self.config, self.load.clone());
         loop {
             // At the connection limit, stop accepting until a connection closes: excess callers
             // wait in the listen backlog instead of costing memory here.
@@ -250,10 +251,22 @@ impl Lifecycle {
                         max_frame_len: self.config.max_frame_len,
                         max_calls: self.config.calls_per_connection(),
                     };
+                    let gate = gate.clone();
                     connections.spawn(async move {
                         let _slot = slot;
                         match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
-                            Ok(stream) => serve_connection(stream, limits, service, kill).await,
+                            Ok(mut stream) => {
+                                // With a secret, no tarpc frame is read before the caller
+                                // proves it; a refused caller is dropped here (and a stopping
+                                // node does not wait for a handshake in progress).
+                                if let Some(gate) = &gate {
+                                    let admit = gate.admit(&mut stream, peer);
+                                    if kill.run_until_cancelled(admit).await != Some(true) {
+                                        return;
+                                    }
+                                }
+                                serve_connection(stream, limits, service, kill).await
+                            }
                             Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
                         }
                     });

@@ -10,6 +10,8 @@
 //! - [`service`]: the [`ServiceClient`] trait that lets the router build any tarpc client generated
 //!   by `#[tarpc::service]` on top of that transport;
 //! - [`stream`]: a connection in the clear or under TLS, and how to open or accept one;
+//! - [`handshake`]: with a cluster secret, the proof of it that callers and nodes exchange on
+//!   every connection before any tarpc frame (HMAC of fresh nonces, never the secret itself);
 //! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`);
 //! - [`listener`]: the limits every listener applies per connection (per-peer-IP limit, idle
 //!   timeout);
@@ -19,6 +21,7 @@
 
 pub mod backoff;
 pub mod defaults;
+pub mod handshake;
 pub mod listener;
 pub mod service;
 pub mod stream;

@@ -118,7 +118,9 @@ enum Role {
 /// Who may join and call: the cluster secret and TLS files, shared by master, node and client.
 #[derive(clap::Args)]
 struct Security {
-    /// The cluster secret: the master requires it on its /v1 API, nodes present it.
+    /// The cluster secret: the master requires it on its /v1 API; nodes present it there and
+    /// require it of every caller (a handshake on each connection, before any call); the
+    /// gateway and the client prove it. The gateway itself stays public.
     #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// The cluster CA (PEM): turns TLS on; peers' certificates must chain to it.

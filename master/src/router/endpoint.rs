@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use distribution_shared::ServiceClient;
-use distribution_shared::stream;
+use distribution_shared::handshake::{self, Key};
 use distribution_shared::tls::ClientTls;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
@@ -231,11 +231,16 @@ impl<C: ServiceClient> Endpoint<C> {
     /// connection's generation, so a failure can drop exactly that connection.
     ///
     /// Calls that arrive while a dial is in progress wait for it (see the module docs).
+    ///
+    /// With `key` (the cluster secret), the dial includes the cluster handshake, within the
+    /// same `connect_timeout`; a node that refuses the secret fails the dial like a refused
+    /// connection, with the reason in the error.
     pub(crate) async fn client(
         self: &Arc<Self>,
         connect_timeout: Duration,
         max_frame_len: usize,
         tls: Option<&ClientTls>,
+        key: Option<&Key>,
     ) -> std::io::Result<(u64, C)> {
         if let Some(found) = self.cached() {
             return Ok(found);
@@ -250,7 +255,7 @@ impl<C: ServiceClient> Endpoint<C> {
                 None => {
                     let dial = self
                         .clone()
-                        .dial(connect_timeout, max_frame_len, tls.cloned())
+                        .dial(connect_timeout, max_frame_len, tls.cloned(), key.cloned())
                         .boxed()
                         .shared();
                     *dialling = Some(dial.clone());
@@ -269,8 +274,10 @@ impl<C: ServiceClient> Endpoint<C> {
         connect_timeout: Duration,
         max_frame_len: usize,
         tls: Option<ClientTls>,
+        key: Option<Key>,
     ) -> Result<(u64, C), Arc<std::io::Error>> {
-        let dialled = stream::connect(&self.node.addr, tls.as_ref(), connect_timeout).await;
+        let dialled =
+            handshake::connect(&self.node.addr, tls.as_ref(), key.as_ref(), connect_timeout).await;
         let outcome = match dialled {
             Ok(stream) => {
                 let client = C::from_stream(stream, max_frame_len);

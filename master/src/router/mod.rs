@@ -29,6 +29,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use distribution_shared::handshake::Key;
 use distribution_shared::tls::ClientTls;
 use distribution_shared::wire::{AT_CAPACITY, THROTTLED};
 use distribution_shared::{ServiceClient, defaults};
@@ -50,7 +51,7 @@ pub use scatter::{ScatterError, ScatterOptions};
 pub use distribution_shared::defaults::MAX_DEADLINE;
 
 /// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RouterConfig {
     /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
     pub deadline: Duration,
@@ -82,6 +83,30 @@ pub struct RouterConfig {
     pub tls: Option<ClientTls>,
     /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
     pub seed: Option<u64>,
+    /// The cluster secret, proved to each node when the connection opens (the cluster
+    /// handshake, [`distribution_shared::handshake`]); required by nodes that have one. `None`:
+    /// no handshake. [`crate::Master::router_with`] and [`crate::remote`] fill it in from the
+    /// master's or the remote caller's secret when it is `None`. Never logged.
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("deadline", &self.deadline)
+            .field("attempts", &self.attempts)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_frame_len", &self.max_frame_len)
+            .field("eject_base", &self.eject_base)
+            .field("eject_max", &self.eject_max)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("idempotent", &self.idempotent)
+            .field("eject_after_errors", &self.eject_after_errors)
+            .field("tls", &self.tls)
+            .field("seed", &self.seed)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for RouterConfig {
@@ -98,6 +123,7 @@ impl Default for RouterConfig {
             eject_after_errors: 5,
             tls: None,
             seed: None,
+            secret: None,
         }
     }
 }
@@ -174,6 +200,8 @@ struct Shared<C> {
     endpoints: RwLock<Arc<[Arc<Endpoint<C>>]>>,
     membership: watch::Receiver<Membership>,
     config: RouterConfig,
+    /// The key of [`RouterConfig::secret`], computed once.
+    key: Option<Key>,
     rng: Mutex<SmallRng>,
     /// Stops the membership follower when the last router clone is dropped.
     stop: CancellationToken,
@@ -216,6 +244,7 @@ impl<C: ServiceClient> Router<C> {
         let shared = Arc::new(Shared {
             endpoints: RwLock::new(Arc::from(Vec::new())),
             membership: membership.clone(),
+            key: Key::from_secret(config.secret.as_deref()),
             config,
             rng: Mutex::new(rng),
             stop: CancellationToken::new(),
@@ -424,6 +453,7 @@ impl<C: ServiceClient> Router<C> {
                 config.connect_timeout,
                 config.max_frame_len,
                 config.tls.as_ref(),
+                self.shared.key.as_ref(),
             ),
         );
         let (generation, client) = match connect.await {

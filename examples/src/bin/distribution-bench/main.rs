@@ -11,7 +11,8 @@
 //! ```
 //!
 //! The parts:
-//! - [`overhead`]: the same small call through the router and through a raw tarpc client.
+//! - [`overhead`]: the same small call through the router and through a raw tarpc client, and
+//!   through a router with the cluster secret; the handshake's connect cost ([`connect`]).
 //! - [`capacity`]: the master under many simulated nodes heartbeating at 1 Hz.
 //! - [`detection`]: how fast a SIGKILLed node stops getting calls and is evicted, and how fast
 //!   a restarted master lists every node again.
@@ -20,11 +21,13 @@
 
 mod blocking;
 mod capacity;
+mod connect;
 mod detection;
 mod overhead;
 mod plot;
 mod procs;
 mod report;
+mod rounds;
 mod scatter;
 mod stats;
 mod system;

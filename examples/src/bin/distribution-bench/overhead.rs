@@ -1,5 +1,7 @@
 //! Part 1, routing overhead: the same small call (`Calc::sum` of three values, no delay) through
-//! the router and through a raw tarpc client, on the same node.
+//! the router and through a raw tarpc client, on the same node; and through a router with the
+//! cluster secret to a node that has it (the handshake's cost per call, which should be none),
+//! plus what the handshake costs per connection ([`crate::connect`]).
 //!
 //! Set-up, chosen so that the two paths compete for nothing but the comparison:
 //! - the node is a `distribution-demo node` **process pinned to CPU 1**;
@@ -8,18 +10,21 @@
 //!   their own CPU only: what the router adds per call shows up as fewer calls per second;
 //! - the raw client is [`ServiceClient::from_stream`] over [`stream::connect`], the very framing
 //!   and dialling the router uses, on its own connection to the same node;
-//! - each concurrency runs several rounds, raw and routed alternating (and which goes first
-//!   alternating too), and each figure is the median over the rounds, so noise hits both.
+//! - the secret path is a second node process, started with `--secret` and pinned to CPU 1
+//!   too, registered with a second in-process master that has the secret; its router proves
+//!   the secret once per connection;
+//! - each concurrency runs several rounds, the three paths in turn (which goes first rotating),
+//!   and each figure is the median over the rounds, so noise hits all of them.
 //!
 //! Each round is `concurrency` tasks calling in a loop for a fixed time, bounded in count too.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use distribution_examples::service::CalcClient;
 use distribution_master::{Master, MasterConfig, Membership, Router, RouterConfig};
+use distribution_shared::handshake::Key;
 use distribution_shared::{ServiceClient, defaults, stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -27,14 +32,18 @@ use tokio::sync::watch;
 use crate::Args;
 use crate::procs;
 use crate::report::Section;
-use crate::{stats, system};
+use crate::rounds::{Round, load, micros, summarize};
+use crate::{connect, stats};
 
 /// The concurrencies measured.
 pub const CONCURRENCY: [usize; 3] = [1, 16, 128];
 
 /// The values every call adds, and their sum.
 const VALUES: [i64; 3] = [1_000, 2_000, 3_000];
-const EXPECTED: i64 = 6_000;
+pub const EXPECTED: i64 = 6_000;
+
+/// The cluster secret of the secret path's master and node.
+const SECRET: &str = "bench-cluster-secret";
 
 /// How long and how often each concurrency is measured.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -47,6 +56,8 @@ struct Settings {
     max_calls: u64,
     /// Calls per path before measuring (dialling, allocator, caches).
     warmup: u64,
+    /// Connections opened per kind for the connect figures.
+    connections: usize,
 }
 
 impl Settings {
@@ -57,6 +68,7 @@ impl Settings {
                 rounds: 1,
                 max_calls: 200_000,
                 warmup: 500,
+                connections: 200,
             }
         } else {
             Self {
@@ -64,6 +76,7 @@ impl Settings {
                 rounds: 8,
                 max_calls: 2_000_000,
                 warmup: 20_000,
+                connections: 2_000,
             }
         }
     }
@@ -100,16 +113,12 @@ pub struct Point {
     pub ratio: f64,
     /// Routed minus raw p50, microseconds: the median over the rounds' pairs.
     pub p50_diff_us: f64,
-}
-
-/// One round of one path.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    cpu_per_call: Duration,
-    calls: u64,
+    /// Through a router with the cluster secret, to a node that requires it.
+    pub routed_secret: PathFigures,
+    /// Routed-with-secret over routed throughput: the median over the rounds' pairs.
+    pub secret_ratio: f64,
+    /// Routed-with-secret minus routed CPU per call, microseconds: the median over the pairs.
+    pub secret_cpu_diff_us: f64,
 }
 
 /// Runs this part.
@@ -124,28 +133,50 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
     let node_log = procs::log_path(&args.out, "overhead-node")?;
     let mut node = procs::node(&demo, master.local_addr(), 1, &node_log)?;
     let membership = master.registry().subscribe();
+    let secret_master = Master::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        MasterConfig {
+            secret: Some(SECRET.into()),
+            ..MasterConfig::default()
+        },
+    )?;
+    let secret_log = procs::log_path(&args.out, "overhead-node-secret")?;
+    let mut secret_node = procs::node_with_args(
+        &demo,
+        secret_master.local_addr(),
+        1,
+        &secret_log,
+        &["--secret", SECRET],
+    )?;
+    let secret_membership = secret_master.registry().subscribe();
 
     println!(
-        "overhead: Calc::sum through the router vs a raw tarpc client; node pinned to CPU 1, \
-         callers to CPU 0; {} rounds of {:?} per path and concurrency",
+        "overhead: Calc::sum through the router vs a raw tarpc client vs a router with the \
+         cluster secret; nodes pinned to CPU 1, callers to CPU 0; {} rounds of {:?} per path \
+         and concurrency",
         settings.rounds, settings.round
     );
     let callers = std::thread::Builder::new()
         .name("bench-callers".into())
-        .spawn(move || -> anyhow::Result<Vec<Point>> {
-            procs::pin_this_thread(0)?;
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(measure(membership, settings))
-        })?;
-    let points = tokio::task::spawn_blocking(move || callers.join())
+        .spawn(
+            move || -> anyhow::Result<(Vec<Point>, connect::ConnectFigures)> {
+                procs::pin_this_thread(0)?;
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(measure(membership, secret_membership, settings))
+            },
+        )?;
+    let measured = tokio::task::spawn_blocking(move || callers.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the callers' thread panicked"))?;
     node.ensure_running()?;
+    secret_node.ensure_running()?;
     drop(node);
+    drop(secret_node);
     master.shutdown().await;
-    let points = points?;
+    secret_master.shutdown().await;
+    let (points, dialling) = measured?;
 
     let mut section = Section::new(
         "overhead",
@@ -161,6 +192,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
             "routed p99 µs",
             "raw CPU µs/call",
             "routed CPU µs/call",
+            "routed+secret calls/s",
+            "secret/routed",
+            "routed+secret p50 µs",
+            "routed+secret CPU µs/call",
         ],
     );
     for p in &points {
@@ -177,6 +212,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
             format!("{:.1}", p.routed.p99_us),
             format!("{:.2}", p.raw.cpu_us),
             format!("{:.2}", p.routed.cpu_us),
+            format!("{:.0}", p.routed_secret.rps),
+            format!("{:.3}", p.secret_ratio),
+            format!("{:.1}", p.routed_secret.p50_us),
+            format!("{:.2}", p.routed_secret.cpu_us),
         ]);
     }
     for p in &points {
@@ -201,12 +240,39 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
             diff <= 10.0,
         );
     }
+    for p in &points {
+        let (ratio, diff) = (p.secret_ratio, p.secret_cpu_diff_us);
+        section.target(
+            format!(
+                "the secret costs nothing per call: routed+secret >= 0.9 x routed throughput at \
+                 concurrency {}",
+                p.concurrency
+            ),
+            format!("{ratio:.3} x (caller CPU per call {diff:+.2} µs)"),
+            ratio >= 0.9,
+        );
+    }
+    let handshake_cost = dialling.handshake_p50_us - dialling.plain_p50_us;
+    section.target(
+        "the handshake adds at most 1 ms to opening a connection (p50)",
+        format!(
+            "connect p50 {:.0} µs without, {:.0} µs with the handshake ({handshake_cost:+.0} µs); \
+             p99 {:.0} / {:.0} µs; {} connections each",
+            dialling.plain_p50_us,
+            dialling.handshake_p50_us,
+            dialling.plain_p99_us,
+            dialling.handshake_p99_us,
+            dialling.connections
+        ),
+        handshake_cost <= 1_000.0,
+    );
     section.figures = serde_json::json!({
         "setup": "node process pinned to CPU 1; router and raw client on one current-thread \
                   runtime pinned to CPU 0; raw and routed rounds alternate; medians over rounds; \
                   ratio and p50_diff_us: medians over the rounds' (raw, routed) pairs",
         "settings": settings,
         "points": points,
+        "connect": dialling,
     });
     Ok(section)
 }
@@ -217,86 +283,109 @@ pub fn points(section: &Section) -> anyhow::Result<Vec<Point>> {
         .context("the overhead section has no points")
 }
 
-/// Measures both paths at every concurrency, on the current (pinned) runtime.
+/// Measures the connect figures, then the three paths at every concurrency, on the current
+/// (pinned) runtime.
 async fn measure(
     membership: watch::Receiver<Membership>,
+    secret_membership: watch::Receiver<Membership>,
     settings: Settings,
-) -> anyhow::Result<Vec<Point>> {
+) -> anyhow::Result<(Vec<Point>, connect::ConnectFigures)> {
     let router: Router<CalcClient> = Router::new(membership.clone(), RouterConfig::default());
-    anyhow::ensure!(
-        router.wait_for_nodes(1, Duration::from_secs(15)).await,
-        "the node did not register within 15 s (see logs/overhead-node.log under --out)"
+    let secret_router: Router<CalcClient> = Router::new(
+        secret_membership.clone(),
+        RouterConfig {
+            secret: Some(SECRET.into()),
+            ..RouterConfig::default()
+        },
     );
+    for (router, log) in [
+        (&router, "overhead-node"),
+        (&secret_router, "overhead-node-secret"),
+    ] {
+        anyhow::ensure!(
+            router.wait_for_nodes(1, Duration::from_secs(15)).await,
+            "the node did not register within 15 s (see logs/{log}.log under --out)"
+        );
+    }
     let addr = membership.borrow().members[0].addr.to_string();
+    let secret_addr = secret_membership.borrow().members[0].addr.to_string();
+    let dialling =
+        connect::measure(&addr, &secret_addr, &Key::new(SECRET), settings.connections).await?;
+    println!(
+        "  connect: p50 {:.0} µs without the handshake, {:.0} µs with it (p99 {:.0} / {:.0} µs)",
+        dialling.plain_p50_us,
+        dialling.handshake_p50_us,
+        dialling.plain_p99_us,
+        dialling.handshake_p99_us
+    );
     let stream = stream::connect(&addr, None, defaults::CONNECT_TIMEOUT)
         .await
         .with_context(|| format!("dialling the node at {addr}"))?;
     let raw = CalcClient::from_stream(stream, defaults::MAX_FRAME_LEN);
 
-    let raw_call = move || {
+    let raw_call = Arc::new(move || {
         let client = raw.clone();
         async move {
             let ctx = tarpc::context::current();
             Ok::<_, anyhow::Error>(client.sum(ctx, VALUES.to_vec()).await??)
         }
+    });
+    let routed = |router: Router<CalcClient>| {
+        Arc::new(move || {
+            let router = router.clone();
+            async move {
+                let reply = router
+                    .call(|client, ctx| async move { client.sum(ctx, VALUES.to_vec()).await })
+                    .await?;
+                Ok::<_, anyhow::Error>(reply.value?)
+            }
+        })
     };
-    let routed_call = move || {
-        let router = router.clone();
-        async move {
-            let reply = router
-                .call(|client, ctx| async move { client.sum(ctx, VALUES.to_vec()).await })
-                .await?;
-            Ok::<_, anyhow::Error>(reply.value?)
-        }
-    };
-    let raw_call = Arc::new(raw_call);
-    let routed_call = Arc::new(routed_call);
+    let routed_call = routed(router);
+    let secret_call = routed(secret_router);
 
-    // Warm-up: dials the router's connection, fills caches; `load` checks every answer.
-    load(&raw_call, 4, Duration::from_secs(10), settings.warmup).await?;
-    load(&routed_call, 4, Duration::from_secs(10), settings.warmup).await?;
+    // Warm-up: dials the routers' connections, fills caches; `load` checks every answer.
+    let warm = Duration::from_secs(10);
+    load(&raw_call, 4, warm, settings.warmup).await?;
+    load(&routed_call, 4, warm, settings.warmup).await?;
+    load(&secret_call, 4, warm, settings.warmup).await?;
 
     let mut points = Vec::new();
     for concurrency in CONCURRENCY {
-        let mut raw_rounds = Vec::new();
-        let mut routed_rounds = Vec::new();
+        let mut rounds: [Vec<Round>; 3] = Default::default();
+        let (duration, max) = (settings.round, settings.max_calls);
         for round in 0..settings.rounds {
-            let (first, second) = if round % 2 == 0 {
-                (true, false)
-            } else {
-                (false, true)
-            };
-            for raw_now in [first, second] {
-                if raw_now {
-                    raw_rounds.push(
-                        load(&raw_call, concurrency, settings.round, settings.max_calls).await?,
-                    );
-                } else {
-                    routed_rounds.push(
-                        load(
-                            &routed_call,
-                            concurrency,
-                            settings.round,
-                            settings.max_calls,
-                        )
-                        .await?,
-                    );
-                }
+            // Which path goes first rotates from round to round.
+            for path in (0..3).map(|i| (i + round) % 3) {
+                let measured = match path {
+                    0 => load(&raw_call, concurrency, duration, max).await?,
+                    1 => load(&routed_call, concurrency, duration, max).await?,
+                    _ => load(&secret_call, concurrency, duration, max).await?,
+                };
+                rounds[path].push(measured);
             }
         }
-        let pairs = raw_rounds.iter().zip(&routed_rounds);
+        let [raw_rounds, routed_rounds, secret_rounds] = &rounds;
+        let pairs = raw_rounds.iter().zip(routed_rounds);
+        let secret_pairs = routed_rounds.iter().zip(secret_rounds);
         let point = Point {
             concurrency,
-            raw: summarize(&raw_rounds),
-            routed: summarize(&routed_rounds),
+            raw: summarize(raw_rounds),
+            routed: summarize(routed_rounds),
             ratio: stats::median(pairs.clone().map(|(raw, routed)| routed.rps / raw.rps)),
             p50_diff_us: stats::median(
                 pairs.map(|(raw, routed)| micros(routed.p50) - micros(raw.p50)),
             ),
+            routed_secret: summarize(secret_rounds),
+            secret_ratio: stats::median(secret_pairs.clone().map(|(r, s)| s.rps / r.rps)),
+            secret_cpu_diff_us: stats::median(
+                secret_pairs.map(|(r, s)| micros(s.cpu_per_call) - micros(r.cpu_per_call)),
+            ),
         };
         println!(
             "  concurrency {concurrency:>3}: raw {:>7.0}/s p50 {:>7.1} µs p99 {:>7.1} µs \
-             cpu {:>5.2} µs | routed {:>7.0}/s p50 {:>7.1} µs p99 {:>7.1} µs cpu {:>5.2} µs",
+             cpu {:>5.2} µs | routed {:>7.0}/s p50 {:>7.1} µs p99 {:>7.1} µs cpu {:>5.2} µs \
+             | +secret {:>7.0}/s p50 {:>7.1} µs cpu {:>5.2} µs",
             point.raw.rps,
             point.raw.p50_us,
             point.raw.p99_us,
@@ -304,76 +393,12 @@ async fn measure(
             point.routed.rps,
             point.routed.p50_us,
             point.routed.p99_us,
-            point.routed.cpu_us
+            point.routed.cpu_us,
+            point.routed_secret.rps,
+            point.routed_secret.p50_us,
+            point.routed_secret.cpu_us
         );
         points.push(point);
     }
-    Ok(points)
-}
-
-/// `concurrency` tasks calling `call` in a loop until `duration` has passed or `max_calls` calls
-/// were made in all; every answer is checked.
-async fn load<F, Fut>(
-    call: &Arc<F>,
-    concurrency: usize,
-    duration: Duration,
-    max_calls: u64,
-) -> anyhow::Result<Round>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<i64>> + Send + 'static,
-{
-    let per_task = (max_calls / concurrency as u64).max(1) as usize;
-    let cpu_before = system::thread_cpu()?;
-    let start = Instant::now();
-    let end = start + duration;
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_task.min(1 << 16));
-                while latencies.len() < per_task {
-                    let sent = Instant::now();
-                    if sent >= end {
-                        break;
-                    }
-                    let value = call().await?;
-                    latencies.push(sent.elapsed());
-                    anyhow::ensure!(value == EXPECTED, "wrong sum: {value} != {EXPECTED}");
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    let elapsed = start.elapsed();
-    let cpu = system::thread_cpu()?.saturating_sub(cpu_before);
-    anyhow::ensure!(!all.is_empty(), "no call completed");
-    all.sort_unstable();
-    Ok(Round {
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: stats::percentile(&all, 50.0).unwrap_or_default(),
-        p99: stats::percentile(&all, 99.0).unwrap_or_default(),
-        cpu_per_call: cpu / all.len() as u32,
-        calls: all.len() as u64,
-    })
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// Medians over rounds.
-fn summarize(rounds: &[Round]) -> PathFigures {
-    let us = micros;
-    PathFigures {
-        rps: stats::median(rounds.iter().map(|r| r.rps)),
-        p50_us: stats::median(rounds.iter().map(|r| us(r.p50))),
-        p99_us: stats::median(rounds.iter().map(|r| us(r.p99))),
-        cpu_us: stats::median(rounds.iter().map(|r| us(r.cpu_per_call))),
-        calls: rounds.iter().map(|r| r.calls).sum(),
-    }
+    Ok((points, dialling))
 }

@@ -156,6 +156,9 @@ mod tests {
                 routed: figures(22.0 * c as f64),
                 ratio: 1.0,
                 p50_diff_us: 2.0,
+                routed_secret: figures(22.0 * c as f64),
+                secret_ratio: 1.0,
+                secret_cpu_diff_us: 0.0,
             })
             .collect();
         let path = std::env::temp_dir().join(format!("latency-{}.png", std::process::id()));

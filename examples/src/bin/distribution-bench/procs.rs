@@ -105,6 +105,17 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts a `distribution-demo node` registering with `master`, pinned to CPU `cpu`.
 pub fn node(demo: &Path, master: SocketAddr, cpu: usize, log: &Path) -> anyhow::Result<Proc> {
+    node_with_args(demo, master, cpu, log, &[])
+}
+
+/// [`node`] with `extra` flags (e.g. `--secret`).
+pub fn node_with_args(
+    demo: &Path,
+    master: SocketAddr,
+    cpu: usize,
+    log: &Path,
+    extra: &[&str],
+) -> anyhow::Result<Proc> {
     let mut command = pinned(cpu, demo);
     command.args([
         "node",
@@ -113,6 +124,7 @@ pub fn node(demo: &Path, master: SocketAddr, cpu: usize, log: &Path) -> anyhow::
         "--listen",
         "127.0.0.1:0",
     ]);
+    command.args(extra);
     Proc::spawn(&format!("node on CPU {cpu}"), command, log)
 }
 
