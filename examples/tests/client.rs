@@ -1,6 +1,6 @@
 //! Remote callers over real TCP: a caller in another process sees joins and leaves; calls go on
-//! while the master is down and the view converges when it is back; two callers spread their slow
-//! calls evenly; the `client` mode runs a job and reports it.
+//! while the master is down and the view converges when it is back; a caller routes around the
+//! load other callers put on nodes; the `client` mode runs a job and reports it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -228,47 +228,77 @@ async fn start_unregistered_node(addr: &str) -> NodeHandle {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_callers_spread_twenty_slow_calls_each_evenly_over_four_nodes() {
+async fn a_caller_routes_around_the_load_other_callers_put_on_nodes() {
+    // Another caller keeps 10 slow calls running on each of two of the four nodes (straight
+    // tarpc connections, outside any router). A remote caller that starts 20 calls must see
+    // that load in the nodes' reports and send its calls to the two idle nodes; counting only
+    // its own calls it would spread them 5/5/5/5.
     let master = support::master().await;
     let addr = master.master.local_addr().to_string();
-    let delay = Duration::from_millis(300);
+    let delay = Duration::from_millis(2000);
     let mut nodes = Vec::new();
     for _ in 0..4 {
         nodes.push(node_for(&addr, delay).await);
     }
-    let callers = [connect(&addr).await, connect(&addr).await];
-    for caller in &callers {
-        assert!(caller.wait_for_nodes(4, BOUND).await);
-    }
-    // Both callers start their 20 calls together, each call taking `delay` on its node.
-    let handles: Vec<Vec<_>> = callers
-        .iter()
-        .map(|caller| {
-            (0..20)
-                .map(|i| {
-                    caller.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await })
-                })
-                .collect()
-        })
-        .collect();
-    let mut total: BTreeMap<String, usize> = BTreeMap::new();
-    let mut per_caller = Vec::new();
-    for calls in handles {
-        let mut mine: BTreeMap<String, usize> = BTreeMap::new();
-        for handle in calls {
-            let reply = handle.await.expect("the call succeeds");
-            *mine.entry(reply.node.id.to_string()).or_default() += 1;
-            *total.entry(reply.node.id.to_string()).or_default() += 1;
+    let busy: Vec<String> = nodes[..2].iter().map(|n| n.id().to_string()).collect();
+    let mut other_calls = Vec::new();
+    for node in &nodes[..2] {
+        let tcp = tokio::net::TcpStream::connect(node.local_addr())
+            .await
+            .unwrap();
+        let client = CalcClient::new(
+            tarpc::client::Config::default(),
+            distribution_shared::transport::framed(
+                tcp,
+                distribution_shared::defaults::MAX_FRAME_LEN,
+            ),
+        )
+        .spawn();
+        for i in 0..10 {
+            let client = client.clone();
+            other_calls.push(tokio::spawn(async move {
+                client.sum(tarpc::context::current(), vec![i]).await
+            }));
         }
-        per_caller.push(mine);
     }
-    eprintln!("calls per node: {total:?}; per caller: {per_caller:?}");
-    assert_eq!(total.len(), 4, "every node served: {total:?}");
-    for (id, count) in &total {
-        assert!(
-            (8..=12).contains(count),
-            "node {id} served {count} of 40: {total:?}"
-        );
+    let caller = connect(&addr).await;
+    assert!(caller.wait_for_nodes(4, BOUND).await);
+    // The busy nodes report their 10 calls at their next heartbeat; the caller reads the
+    // reports every interval.
+    let registry = master.master.registry().clone();
+    assert!(
+        wait_until(BOUND, || async {
+            registry
+                .list(tokio::time::Instant::now())
+                .nodes
+                .iter()
+                .filter(|n| n.in_flight == 10)
+                .count()
+                == 2
+        })
+        .await,
+        "the two busy nodes report their load"
+    );
+    tokio::time::sleep(INTERVAL * 4).await;
+    let handles: Vec<_> = (0..20)
+        .map(|i| caller.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .collect();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for handle in handles {
+        let reply = handle.await.expect("the call succeeds");
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    eprintln!("the caller's 20 calls per node: {per_node:?}");
+    let on_busy: usize = busy
+        .iter()
+        .map(|id| per_node.get(id).copied().unwrap_or(0))
+        .sum();
+    assert!(
+        on_busy <= 2,
+        "{on_busy} of 20 calls went to the nodes another caller keeps busy: {per_node:?}"
+    );
+    for call in other_calls {
+        assert!(call.await.unwrap().is_ok());
     }
     for n in nodes {
         n.shutdown().await;

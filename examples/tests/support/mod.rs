@@ -22,6 +22,20 @@ pub async fn master() -> DemoMaster {
     master_on("127.0.0.1:0").await
 }
 
+/// Starts a master (registry + gateway) on port 0 whose nodes heartbeat every `interval`: a long
+/// one when a test must tell the router's own reaction from the master's eviction.
+pub async fn master_with_interval(interval: Duration) -> DemoMaster {
+    let registry = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    DemoMaster::start(
+        registry,
+        gateway,
+        MasterConfig::with_interval(interval),
+        RouterConfig::default(),
+    )
+    .unwrap()
+}
+
 /// Starts a master whose registry listens on `addr`.
 pub async fn master_on(addr: &str) -> DemoMaster {
     let registry = TcpListener::bind(addr).await.unwrap();

@@ -398,8 +398,11 @@ impl Pool {
             .max(period * plan.rounds);
         let achieved = ok as f64 / span.as_secs_f64();
         let p99 = ms(stats::percentile(&service, 99.0));
+        let p99_from_schedule = ms(stats::percentile(&sched, 99.0));
+        // Judged from the schedule: a heartbeat due at t and sent late because the generator
+        // was held up waits as long as one the master answered late (no coordinated omission).
         let passed = errors == 0
-            && p99 < P99_LIMIT.as_secs_f64() * 1e3
+            && p99_from_schedule < P99_LIMIT.as_secs_f64() * 1e3
             && achieved >= MIN_ACHIEVED * offered;
         Ok(Step {
             nodes,
@@ -410,7 +413,7 @@ impl Pool {
             p50_ms: ms(stats::percentile(&service, 50.0)),
             p99_ms: p99,
             max_ms: ms(stats::percentile(&service, 100.0)),
-            p99_from_schedule_ms: ms(stats::percentile(&sched, 99.0)),
+            p99_from_schedule_ms: p99_from_schedule,
             master_cpu_pct,
             cpu_samples_pct: Vec::new(),
             generator_cpu_pct,
@@ -562,19 +565,19 @@ fn section(figures: Figures) -> Section {
     match sustained {
         Some(s) => section.target(
             format!(
-                "p99 heartbeat latency < {} ms at the sustained rate (>= {} hb/s)",
+                "p99 heartbeat latency from schedule < {} ms at the sustained rate (>= {} hb/s)",
                 P99_LIMIT.as_millis(),
                 plan.cpu_at
             ),
             format!(
-                "sustained {:.0} hb/s (highest step passed: {} nodes), p99 {:.2} ms",
-                s.achieved_per_s, s.nodes, s.p99_ms
+                "sustained {:.0} hb/s (highest step passed: {} nodes), p99 from schedule {:.2} ms",
+                s.achieved_per_s, s.nodes, s.p99_from_schedule_ms
             ),
             s.nodes >= plan.cpu_at,
         ),
         None => section.target(
             format!(
-                "p99 heartbeat latency < {} ms at the sustained rate (>= {} hb/s)",
+                "p99 heartbeat latency from schedule < {} ms at the sustained rate (>= {} hb/s)",
                 P99_LIMIT.as_millis(),
                 plan.cpu_at
             ),
