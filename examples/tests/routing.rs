@@ -5,7 +5,6 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use distribution_master::{CallError, CallOptions, RouterConfig, ScatterOptions};
