@@ -42,6 +42,11 @@ pub(crate) struct Endpoint<C> {
     own_at_report: AtomicU32,
     conn: Mutex<Option<(u64, C)>>,
     generation: AtomicU64,
+    /// When the connection last carried a call (ms since `born`), and how long it may go unused
+    /// before this router drops it (see `defaults::ROUTER_IDLE_CLOSE`).
+    last_used: AtomicU64,
+    born: Instant,
+    idle_close: Duration,
     /// The dial in progress, shared by every call waiting for a connection.
     dialling: Mutex<Option<Dial<C>>>,
     ejection: Mutex<Ejection>,
@@ -69,7 +74,8 @@ pub(crate) struct Backoff {
 }
 
 impl<C: ServiceClient> Endpoint<C> {
-    pub(crate) fn new(member: &Member) -> Self {
+    /// The endpoint of `member`; its connection is dropped after `idle_close` without calls.
+    pub(crate) fn new(member: &Member, idle_close: Duration) -> Self {
         Self {
             node: NodeRef {
                 id: member.id.clone(),
@@ -83,6 +89,9 @@ impl<C: ServiceClient> Endpoint<C> {
             conn: Mutex::new(None),
             generation: AtomicU64::new(0),
             dialling: Mutex::new(None),
+            last_used: AtomicU64::new(0),
+            born: Instant::now(),
+            idle_close,
             ejection: Mutex::new(Ejection::default()),
             removed: CancellationToken::new(),
         }
@@ -293,8 +302,18 @@ impl<C: ServiceClient> Endpoint<C> {
         outcome
     }
 
+    /// The live connection, unless it went unused for `idle_close`: then it is dropped (calls
+    /// still running on it keep it until they end) and the caller dials afresh, before the node's
+    /// own idle timeout (longer) could close it under a call.
     fn cached(&self) -> Option<(u64, C)> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_used.swap(now, Ordering::Relaxed);
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_some() && Duration::from_millis(now.saturating_sub(last)) > self.idle_close {
+            tracing::debug!(node = %self.node, "dropping a connection unused for too long");
+            *conn = None;
+        }
+        conn.clone()
     }
 
     fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
@@ -328,6 +347,7 @@ impl<C> Drop for InFlight<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distribution_shared::defaults;
 
     #[tarpc::service]
     trait Echo {
@@ -336,11 +356,14 @@ mod tests {
     distribution_shared::service_client!(EchoClient);
 
     fn endpoint() -> Endpoint<EchoClient> {
-        Endpoint::new(&Member {
-            id: "a".into(),
-            addr: "127.0.0.1:1".into(),
-            load: Arc::new(LoadReport::default()),
-        })
+        Endpoint::new(
+            &Member {
+                id: "a".into(),
+                addr: "127.0.0.1:1".into(),
+                load: Arc::new(LoadReport::default()),
+            },
+            defaults::ROUTER_IDLE_CLOSE,
+        )
     }
 
     const BACKOFF: Backoff = Backoff {

@@ -81,6 +81,10 @@ pub struct RouterConfig {
     /// TLS to the nodes: the cluster CA (and this caller's certificate, for mutual TLS).
     /// `None`: plain TCP.
     pub tls: Option<ClientTls>,
+    /// How long a connection to a node may go without a call before this router drops it and
+    /// dials afresh at the next call. 4 min, shorter than the node's idle timeout (5 min), so
+    /// that a node never closes a connection a router still means to use.
+    pub idle_close: Duration,
     /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
     pub seed: Option<u64>,
     /// The cluster secret, proved to each node when the connection opens (the cluster
@@ -103,6 +107,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("idempotent", &self.idempotent)
             .field("eject_after_errors", &self.eject_after_errors)
             .field("tls", &self.tls)
+            .field("idle_close", &self.idle_close)
             .field("seed", &self.seed)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -122,6 +127,7 @@ impl Default for RouterConfig {
             idempotent: false,
             eject_after_errors: 5,
             tls: None,
+            idle_close: defaults::ROUTER_IDLE_CLOSE,
             seed: None,
             secret: None,
         }
@@ -569,7 +575,7 @@ impl<C: ServiceClient> Shared<C> {
                     e.follow_load(m);
                     Arc::clone(e)
                 }
-                _ => Arc::new(Endpoint::new(m)),
+                _ => Arc::new(Endpoint::new(m, self.config.idle_close)),
             })
             .collect();
         let kept: std::collections::HashSet<*const Endpoint<C>> =
