@@ -18,6 +18,7 @@
 //! Calls are retried only when the connection failed, which may happen after the node received
 //! the request: a routed call must therefore be idempotent (at-least-once delivery).
 
+mod attempt;
 mod endpoint;
 mod error;
 mod handle;
@@ -30,7 +31,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use distribution_shared::tls::ClientTls;
-use distribution_shared::wire::{AT_CAPACITY, THROTTLED};
 use distribution_shared::{ServiceClient, defaults};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -38,10 +38,10 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::membership::Membership;
-use endpoint::{Backoff, Endpoint};
+use attempt::Plan;
+use endpoint::Endpoint;
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
 pub use scatter::{ScatterError, ScatterOptions};
@@ -185,25 +185,6 @@ impl<C> Drop for Shared<C> {
     }
 }
 
-enum Attempt {
-    /// The attempt failed in a way another node may not: try one.
-    Retry(CallError),
-    /// The node left the cluster during the attempt: try another one, without counting it
-    /// against the attempts (a node leaving is not a failure; when several leave at once, as
-    /// when a service is scaled down, a call could otherwise run out of attempts).
-    Gone(CallError),
-    /// The call is over.
-    Fail(CallError),
-}
-
-/// What one call may do, resolved from the router's config and the call's options.
-struct Plan {
-    deadline: Instant,
-    budget: Duration,
-    attempt_timeout: Option<Duration>,
-    idempotent: bool,
-}
-
 impl<C: ServiceClient> Router<C> {
     /// A router following `membership` (see [`crate::Master::router`] for the in-process one).
     /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
@@ -311,51 +292,7 @@ impl<C: ServiceClient> Router<C> {
             idempotent: options.idempotent.unwrap_or(config.idempotent),
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last_failure: Option<CallError> = None;
-        // Failed attempts so far; attempts on nodes that left do not count. Bounded anyway: each
-        // node is tried once, and the deadline spans every attempt.
-        let mut failed = 0;
-        while failed < attempts {
-            let Some(in_flight) = self.shared.pick(&tried) else {
-                break;
-            };
-            let endpoint = in_flight.endpoint().clone();
-            tried.push(endpoint.node.id.clone());
-            let attempt = tried.len() as u32;
-            let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
-            let result = self.attempt(&endpoint, &plan, &f).instrument(span).await;
-            match result {
-                Ok(value) => {
-                    in_flight.served();
-                    endpoint.mark_ok();
-                    return Ok(Reply {
-                        value,
-                        node: endpoint.node.clone(),
-                        attempts: attempt,
-                    });
-                }
-                Err(Attempt::Fail(err)) => return Err(err),
-                Err(Attempt::Retry(err)) => {
-                    tracing::debug!(error = %err, "attempt failed, trying another node");
-                    failed += 1;
-                    last_failure = Some(err);
-                }
-                Err(Attempt::Gone(err)) => {
-                    tracing::debug!(error = %err, "the node left, trying another one");
-                    last_failure = Some(err);
-                }
-            }
-        }
-        Err(match last_failure {
-            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
-                node,
-                attempts: tried.len() as u32,
-                reason,
-            },
-            Some(other) => other,
-            None => CallError::NoNodeAvailable,
-        })
+        self.sequential(&plan, attempts, &f).await
     }
 
     /// Starts a call in the background and returns a handle to await its reply later, like the
@@ -380,120 +317,6 @@ impl<C: ServiceClient> Router<C> {
         CallHandle::new(tokio::spawn(
             async move { router.call_with(options, f).await },
         ))
-    }
-
-    async fn attempt<T, F, Fut>(
-        &self,
-        endpoint: &Arc<Endpoint<C>>,
-        plan: &Plan,
-        f: &F,
-    ) -> Result<T, Attempt>
-    where
-        F: Fn(C, Context) -> Fut,
-        Fut: Future<Output = Result<T, RpcError>>,
-    {
-        let config = &self.shared.config;
-        let backoff = Backoff {
-            base: config.eject_base,
-            max: config.eject_max,
-        };
-        let node = &endpoint.node;
-        let exceeded = || {
-            Attempt::Fail(CallError::DeadlineExceeded {
-                node: Some(node.clone()),
-                deadline: plan.budget,
-            })
-        };
-        let transport = |reason: String| {
-            Attempt::Retry(CallError::Transport {
-                node: node.clone(),
-                attempts: 1,
-                reason,
-            })
-        };
-        // An idempotent call with an attempt timeout waits for a connection at most that long
-        // too, then moves on (the dial goes on for the calls that still wait on it).
-        let left = plan.deadline.saturating_duration_since(Instant::now());
-        let (connect_limit, connect_by_attempt) = match plan.attempt_timeout {
-            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
-            _ => (left, false),
-        };
-        let connect = tokio::time::timeout(
-            connect_limit,
-            endpoint.client(
-                config.connect_timeout,
-                config.max_frame_len,
-                config.tls.as_ref(),
-            ),
-        );
-        let (generation, client) = match connect.await {
-            Err(_) if connect_by_attempt => {
-                endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("no connection within {connect_limit:?}")));
-            }
-            Err(_) => return Err(exceeded()),
-            Ok(Err(err)) => {
-                endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("connect: {err}")));
-            }
-            Ok(Ok(found)) => found,
-        };
-        let mut ctx = tarpc::context::current();
-        ctx.deadline = plan.deadline;
-        let left = plan.deadline.saturating_duration_since(Instant::now());
-        let (limit, limited_by_attempt) = match plan.attempt_timeout {
-            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
-            _ => (left, false),
-        };
-        let call = tokio::time::timeout(limit, f(client, ctx));
-        let outcome = if plan.idempotent {
-            tokio::select! {
-                outcome = call => outcome,
-                _ = endpoint.removed() => {
-                    return Err(Attempt::Gone(CallError::Transport {
-                        node: node.clone(),
-                        attempts: 1,
-                        reason: "the node left the cluster during the call".into(),
-                    }));
-                }
-            }
-        } else {
-            call.await
-        };
-        match outcome {
-            Err(_) if limited_by_attempt => {
-                // A node that does not answer in time is as good as gone for this call, and its
-                // connection may be stuck: drop it, eject the node, try another one.
-                endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(format!("no answer within {limit:?}")))
-            }
-            Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(RpcError::Server(err)))
-                if err.detail == AT_CAPACITY || err.detail == THROTTLED =>
-            {
-                // The node refused the call before doing any work (at capacity): another node
-                // may take it, and this one is healthy, so it is not ejected.
-                Err(transport(format!("refused: {}", err.detail)))
-            }
-            Ok(Err(RpcError::Server(err))) => {
-                endpoint.record_error(config.eject_after_errors, backoff);
-                let err = CallError::Remote {
-                    node: node.clone(),
-                    kind: err.kind,
-                    detail: err.detail,
-                };
-                Err(if plan.idempotent {
-                    Attempt::Retry(err)
-                } else {
-                    Attempt::Fail(err)
-                })
-            }
-            Ok(Err(err)) => {
-                endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(error::chain(&err)))
-            }
-        }
     }
 }
 
