@@ -71,6 +71,7 @@ impl<C: ServiceClient> Router<C> {
                         value,
                         node: endpoint.node.clone(),
                         attempts: attempt,
+                        hedged: false,
                     });
                 }
                 Err(Attempt::Fail(err)) => return Err(err),

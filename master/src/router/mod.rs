@@ -12,6 +12,9 @@
 //!   the master to evict it;
 //! - **sync and async**: [`Router::call`] awaits the reply; [`Router::spawn`] returns a
 //!   [`CallHandle`] to await later (dropping it cancels the call);
+//! - **backup requests** (opt-in, [`RouterConfig::hedge`]): an idempotent call with no answer
+//!   after a delay is sent to a second node too, within a budget; a node that keeps losing
+//!   these races is ejected like a failed one (`hedge.rs`);
 //! - **scatter/gather**: [`Router::scatter`] runs many items with bounded concurrency and returns
 //!   the results in order.
 //!
@@ -22,8 +25,10 @@ mod attempt;
 mod endpoint;
 mod error;
 mod handle;
+mod hedge;
 mod pick;
 mod scatter;
+mod window;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,6 +49,7 @@ use attempt::Plan;
 use endpoint::Endpoint;
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
+pub use hedge::{HedgeDelay, HedgePolicy, HedgeStats};
 pub use scatter::{ScatterError, ScatterOptions};
 
 /// The longest deadline a call gets: one year (see [`Router::call_with`]).
@@ -82,6 +88,9 @@ pub struct RouterConfig {
     pub tls: Option<ClientTls>,
     /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
     pub seed: Option<u64>,
+    /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
+    /// call is hedged unless its [`CallOptions::hedge`] asks.
+    pub hedge: Option<HedgePolicy>,
 }
 
 impl Default for RouterConfig {
@@ -98,12 +107,13 @@ impl Default for RouterConfig {
             eject_after_errors: 5,
             tls: None,
             seed: None,
+            hedge: None,
         }
     }
 }
 
 /// Per-call settings that override the router's.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CallOptions {
     /// The call's deadline, counted from now, across every attempt.
     pub deadline: Option<Duration>,
@@ -113,6 +123,9 @@ pub struct CallOptions {
     pub attempt_timeout: Option<Duration>,
     /// Overrides [`RouterConfig::idempotent`].
     pub idempotent: Option<bool>,
+    /// Overrides the hedge delay of [`RouterConfig::hedge`] (`Some(HedgeDelay::Off)`: this call
+    /// is not hedged). Only idempotent calls are hedged.
+    pub hedge: Option<HedgeDelay>,
 }
 
 impl CallOptions {
@@ -140,8 +153,11 @@ pub struct Reply<T> {
     pub value: T,
     /// The node that served the call.
     pub node: NodeRef,
-    /// How many nodes were tried (1 when the first one answered).
+    /// How many attempts were sent, each to a different node: failovers and the backup request
+    /// included (1 when the first node answered).
     pub attempts: u32,
+    /// Whether a backup request was sent (see [`HedgePolicy`]).
+    pub hedged: bool,
 }
 
 /// What this router has sent to one node.
@@ -155,6 +171,10 @@ pub struct NodeStats {
     pub served: u64,
     /// Whether it is out of routing after a failure.
     pub ejected: bool,
+    /// Backup requests this router sent to it.
+    pub backups: u64,
+    /// Calls it still had when a backup on another node answered first (slow strikes).
+    pub outrun: u64,
 }
 
 /// Routes calls of service client `C` to the least-used healthy node. Cheap to clone.
@@ -175,6 +195,7 @@ struct Shared<C> {
     membership: watch::Receiver<Membership>,
     config: RouterConfig,
     rng: Mutex<SmallRng>,
+    hedging: hedge::Hedging,
     /// Stops the membership follower when the last router clone is dropped.
     stop: CancellationToken,
 }
@@ -197,6 +218,7 @@ impl<C: ServiceClient> Router<C> {
         let shared = Arc::new(Shared {
             endpoints: RwLock::new(Arc::from(Vec::new())),
             membership: membership.clone(),
+            hedging: hedge::Hedging::new(&config),
             config,
             rng: Mutex::new(rng),
             stop: CancellationToken::new(),
@@ -241,8 +263,15 @@ impl<C: ServiceClient> Router<C> {
                 in_flight: e.own_in_flight(),
                 served: e.served(),
                 ejected: e.is_ejected(now),
+                backups: e.backups(),
+                outrun: e.outrun(),
             })
             .collect()
+    }
+
+    /// What this router's backup requests did.
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.shared.hedging.stats()
     }
 
     /// Calls the least-used node with the router's default deadline and awaits the reply.
@@ -292,7 +321,7 @@ impl<C: ServiceClient> Router<C> {
             idempotent: options.idempotent.unwrap_or(config.idempotent),
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
-        self.sequential(&plan, attempts, &f).await
+        self.routed(&options, &plan, attempts, &f).await
     }
 
     /// Starts a call in the background and returns a handle to await its reply later, like the
@@ -333,6 +362,16 @@ impl<C: ServiceClient> Shared<C> {
     /// by another call after their pause) or full are used only when no other node is left
     /// (better a doubtful node than no answer).
     fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
+        self.choose(tried, true)
+    }
+
+    /// Like [`Shared::pick`], but only a node that takes calls and is not full, or none: a
+    /// backup request is worth sending only to a node that is likely to answer.
+    fn pick_healthy(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
+        self.choose(tried, false)
+    }
+
+    fn choose(&self, tried: &[Arc<str>], fallback: bool) -> Option<endpoint::InFlight<C>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
         let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
@@ -344,7 +383,11 @@ impl<C: ServiceClient> Shared<C> {
             score,
             &mut *rng,
         )
-        .or_else(|| pick::least_used(&endpoints, |e| fresh(e), score, &mut *rng))?;
+        .or_else(|| {
+            fallback
+                .then(|| pick::least_used(&endpoints, |e| fresh(e), score, &mut *rng))
+                .flatten()
+        })?;
         Some(endpoints[found].begin())
     }
 
