@@ -21,8 +21,9 @@
 //!   budget for the moment a node stalls. Only calls hedged by percentile feed the window, so
 //!   calls with their own fixed delays (long computations) do not skew it.
 //! - **At most one backup per call**, sent to a node that takes calls (not ejected, not on
-//!   probation, not full); none when no such node is left. A failed attempt is replaced as
-//!   usual (failover), up to the call's attempts.
+//!   probation, not full). When no such node is free or the budget refuses, the call asks again
+//!   after another delay. A failed attempt is replaced as usual (failover), up to the call's
+//!   attempts.
 //! - **The budget** (`window.rs`): backups within `budget` (5 %) of the calls over the window
 //!   plus `reserve` (10) per window. A denied backup is counted; the call goes on waiting.
 //! - **Latency-aware ejection**: when a backup answers first while the call's first attempt is
@@ -116,7 +117,8 @@ pub struct HedgeStats {
     pub sent: u64,
     /// Backups that answered first.
     pub won: u64,
-    /// Backups the budget refused (the call kept waiting on its first node).
+    /// Backups the budget refused (the call kept waiting on its first node and asked again
+    /// after another delay).
     pub denied: u64,
 }
 
@@ -257,7 +259,6 @@ impl<C: ServiceClient> Router<C> {
         let mut last_failure: Option<CallError> = None;
         let mut failed = 0;
         let mut hedged = false;
-        let mut armed = true;
         let timer = tokio::time::sleep(delay);
         tokio::pin!(timer);
         loop {
@@ -312,15 +313,20 @@ impl<C: ServiceClient> Router<C> {
                         }
                     }
                 }
-                () = &mut timer, if armed && !hedged => {
-                    armed = false;
-                    if let Some(in_flight) = self.shared.pick_healthy(&tried) {
-                        if hedging.withdraw() {
-                            hedged = true;
+                () = &mut timer, if !hedged => {
+                    let sent = match self.shared.pick_healthy(&tried) {
+                        Some(in_flight) if hedging.withdraw() => {
                             in_flight.endpoint().count_backup();
                             tracing::debug!(node = %in_flight.endpoint().node, ?delay, "backup request");
                             running.push(self.launch(in_flight, &mut tried, &mut pending, plan, true, f));
+                            true
                         }
+                        _ => false,
+                    };
+                    hedged = sent;
+                    if !sent {
+                        // No healthy node free, or no budget: ask again after another delay.
+                        timer.as_mut().reset(tokio::time::Instant::now() + delay);
                     }
                 }
             }
