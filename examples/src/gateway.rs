@@ -33,11 +33,14 @@ pub const SUM_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// percentile of `/sum` latencies, never sooner than this.
 pub const SUM_HEDGE_FLOOR: Duration = Duration::from_millis(10);
 
-/// The hedge delay of a palindrome chunk of `len` numbers: 100 ms plus four times the nominal
-/// work (2^20 numbers a millisecond on one core), so that only a chunk whose node is far behind
-/// (paused, or several times slower than the others) is counted twice.
+/// The hedge delay of a palindrome chunk of `len` numbers: 250 ms plus 20 ms per 2^20 numbers,
+/// about eight times the measured work on one core (2.4 ns a number, BENCHMARKS.md), which leaves
+/// room for the two chunks a node runs at once sharing a core and for a busy machine: only a
+/// chunk whose node is far behind (paused, or several times slower than the others) is counted
+/// twice. A chunk of 2.5·10^8 numbers (about 0.6 s of work) gets its backup after 5 s, instead of
+/// waiting for a paused node until its 120 s deadline.
 pub fn chunk_hedge_delay(len: u64) -> Duration {
-    Duration::from_millis(100) + Duration::from_micros((len >> 20).saturating_mul(4_000))
+    Duration::from_millis(250) + Duration::from_millis((len >> 20).saturating_mul(20))
 }
 
 /// The most values one `/sum` accepts.
@@ -252,6 +255,18 @@ mod tests {
         assert!(parse_values("").is_err());
         assert!(parse_values("99999999999999999999").is_err());
         assert!(parse_values(&vec!["1"; MAX_VALUES + 1].join(",")).is_err());
+    }
+
+    #[test]
+    fn chunk_hedge_delays_grow_with_the_work() {
+        assert_eq!(chunk_hedge_delay(0), Duration::from_millis(250));
+        assert_eq!(chunk_hedge_delay(1 << 20), Duration::from_millis(270));
+        // The largest chunk (2^33 on one node: 8 chunks of 2^30) waits about 20 s.
+        assert_eq!(
+            chunk_hedge_delay(1 << 30),
+            Duration::from_millis(250 + 20 * 1024)
+        );
+        assert_eq!(chunk_hedge_delay(u64::MAX), chunk_hedge_delay(u64::MAX - 1));
     }
 
     #[test]
