@@ -36,6 +36,9 @@ pub(crate) struct Endpoint<C> {
     load: ArcSwap<LoadReport>,
     in_flight: AtomicU32,
     served: AtomicU64,
+    /// Backup requests sent to the node, and calls on it that a backup elsewhere outran.
+    backups: AtomicU64,
+    outrun: AtomicU64,
     /// The report sequence number last seen by [`Endpoint::score`], and this router's own count
     /// of calls in flight at that moment.
     report_seen: AtomicU64,
@@ -61,6 +64,8 @@ struct Ejection {
     strikes: u32,
     /// Consecutive calls the node aborted, for failure accrual.
     errors: u32,
+    /// Consecutive calls on the node that a backup on another node outran (`hedge.rs`).
+    slow: u32,
 }
 
 /// A dial in progress: its outcome, cloned to every call that waits for it.
@@ -84,6 +89,8 @@ impl<C: ServiceClient> Endpoint<C> {
             load: ArcSwap::new(member.load.clone()),
             in_flight: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            backups: AtomicU64::new(0),
+            outrun: AtomicU64::new(0),
             report_seen: AtomicU64::new(u64::MAX),
             own_at_report: AtomicU32::new(0),
             conn: Mutex::new(None),
@@ -226,10 +233,46 @@ impl<C: ServiceClient> Endpoint<C> {
         }
     }
 
+    /// Counts a call on the node that a backup request on another node outran; `threshold` in
+    /// a row eject the node (0: never), and so does one while it is on probation (ejected before
+    /// and not answered since). The connection is kept: it is not known to be broken.
+    pub(crate) fn record_slow(&self, threshold: u32, backoff: Backoff) {
+        self.outrun.fetch_add(1, Ordering::Relaxed);
+        let eject = {
+            let mut ejection = self.ejection();
+            ejection.slow = ejection.slow.saturating_add(1);
+            let eject = threshold != 0 && (ejection.slow >= threshold || ejection.strikes != 0);
+            if eject {
+                ejection.slow = 0;
+            }
+            eject
+        };
+        if eject {
+            tracing::info!(node = %self.node, "node outrun by backup requests");
+            self.mark_failed(None, backoff);
+        }
+    }
+
+    /// Counts a backup request sent to the node.
+    pub(crate) fn count_backup(&self) {
+        self.backups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Backup requests sent to the node.
+    pub(crate) fn backups(&self) -> u64 {
+        self.backups.load(Ordering::Relaxed)
+    }
+
+    /// Calls on the node that a backup elsewhere outran.
+    pub(crate) fn outrun(&self) -> u64 {
+        self.outrun.load(Ordering::Relaxed)
+    }
+
     /// Clears the failure record after a call succeeded.
     pub(crate) fn mark_ok(&self) {
         let mut ejection = self.ejection();
         ejection.errors = 0;
+        ejection.slow = 0;
         if ejection.strikes != 0 {
             tracing::info!(node = %self.node, "node back in routing");
             *ejection = Ejection::default();
@@ -403,5 +446,36 @@ mod tests {
         assert!(e.takes_calls(Instant::now()));
         assert_eq!(e.ejection().strikes, 0);
         assert!(!e.is_ejected(Instant::now()));
+    }
+
+    #[test]
+    fn three_slow_strikes_in_a_row_eject_and_one_on_probation_ejects_again() {
+        let e = Arc::new(endpoint());
+        // Two lost races, then an answer: the record is cleared.
+        e.record_slow(3, BACKOFF);
+        e.record_slow(3, BACKOFF);
+        e.mark_ok();
+        e.record_slow(3, BACKOFF);
+        e.record_slow(3, BACKOFF);
+        assert!(!e.is_ejected(Instant::now()), "two in a row are not enough");
+        e.record_slow(3, BACKOFF);
+        assert!(e.is_ejected(Instant::now()), "the third in a row ejects");
+        assert_eq!(e.ejection().strikes, 1);
+        // The other calls of the incident add nothing.
+        for _ in 0..10 {
+            e.record_slow(3, BACKOFF);
+        }
+        assert_eq!(e.ejection().strikes, 1);
+        assert_eq!(e.outrun(), 15);
+        // After the pause, a probe that loses its race ejects again at once, for longer.
+        e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
+        e.record_slow(3, BACKOFF);
+        assert_eq!(e.ejection().strikes, 2);
+        // 0: never.
+        let never = endpoint();
+        for _ in 0..10 {
+            never.record_slow(0, BACKOFF);
+        }
+        assert!(!never.is_ejected(Instant::now()));
     }
 }
