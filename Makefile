@@ -15,6 +15,9 @@ run: build
 
 ## test: every test of the workspace (unit, integration over TCP, process-level), then lint.
 test: lint
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { \
+		echo "cargo-nextest is missing: installing it (cargo install cargo-nextest --locked)"; \
+		$(CARGO) install cargo-nextest --locked; }
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc
 

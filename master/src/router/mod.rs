@@ -282,10 +282,28 @@ impl<C: ServiceClient> Router<C> {
 
     /// Waits until the router knows at least `n` nodes, for at most `timeout`. Returns whether it
     /// does.
+    ///
+    /// It waits for the router itself to know them (not only for the membership feed to list
+    /// them: the router applies a new snapshot just after it), so a call made right after this
+    /// returns `true` can be routed to any of the `n`.
     pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let mut rx = self.shared.membership.clone();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|m| m.members.len() >= n)).await;
-        matches!(reached, Ok(Ok(_))) || self.len() >= n
+        loop {
+            if self.len() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Woken by the next snapshot, and every 5 ms while the router applies it.
+            let pause = (deadline - now).min(Duration::from_millis(5));
+            if let Ok(Err(_)) = tokio::time::timeout(pause, rx.changed()).await {
+                // The feed is closed: the router keeps its last view; look again after a pause.
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 
     /// What this router has sent to each node it knows.
