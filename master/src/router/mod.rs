@@ -229,7 +229,8 @@ struct Shared<C> {
     config: RouterConfig,
     /// The key of [`RouterConfig::secret`], computed once.
     key: Option<Key>,
-    rng: Mutex<SmallRng>,
+    /// The seeded RNG when [`RouterConfig::seed`] is set; `None`: each thread's own.
+    rng: Option<Mutex<SmallRng>>,
     hedging: hedge::Hedging,
     /// Stops the membership follower when the last router clone is dropped.
     stop: CancellationToken,
@@ -246,17 +247,16 @@ impl<C: ServiceClient> Router<C> {
     /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
     /// ends when the router is dropped or the feed closes (the router then keeps its last view).
     pub fn new(membership: watch::Receiver<Membership>, config: RouterConfig) -> Self {
-        let rng = match config.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
-        };
+        let rng = config
+            .seed
+            .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
         let shared = Arc::new(Shared {
             endpoints: RwLock::new(Arc::from(Vec::new())),
             membership: membership.clone(),
             key: Key::from_secret(config.secret.as_deref()),
             hedging: hedge::Hedging::new(&config),
             config,
-            rng: Mutex::new(rng),
+            rng,
             stop: CancellationToken::new(),
         });
         shared.sync(&membership.borrow());
@@ -411,8 +411,10 @@ impl<C: ServiceClient> Shared<C> {
             .clone()
     }
 
-    /// Picks the least-used node not yet `tried` and counts the call on it, both under the RNG
-    /// lock so that concurrent calls see each other's counts. Nodes that are ejected (or probed
+    /// Picks the least-used node not yet `tried` (exactly in small clusters, the less used of two
+    /// random nodes in large ones: `pick::choose`) and counts the call on it. No lock is shared
+    /// by the calls: two calls picking at the same instant may both take the node that was least
+    /// used, and the next picks even it out. Nodes that are ejected (or probed
     /// by another call after their pause) or full are used only when no other node is left
     /// (better a doubtful node than no answer).
     fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
@@ -426,20 +428,36 @@ impl<C: ServiceClient> Shared<C> {
     }
 
     fn choose(&self, tried: &[Arc<str>], fallback: bool) -> Option<endpoint::InFlight<C>> {
+        // No lock shared by every call: the thread's own RNG, unless a seed asks for
+        // reproducible draws (tests).
+        match &self.rng {
+            Some(seeded) => {
+                let mut rng = seeded.lock().unwrap_or_else(|p| p.into_inner());
+                self.choose_with(tried, fallback, &mut *rng)
+            }
+            None => self.choose_with(tried, fallback, &mut rand::rng()),
+        }
+    }
+
+    fn choose_with<R: rand::Rng>(
+        &self,
+        tried: &[Arc<str>],
+        fallback: bool,
+        rng: &mut R,
+    ) -> Option<endpoint::InFlight<C>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
         let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         let score = |e: &Arc<Endpoint<C>>| e.score();
-        let found = pick::least_used(
+        let found = pick::choose(
             &endpoints,
             |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
             score,
-            &mut *rng,
+            rng,
         )
         .or_else(|| {
             fallback
-                .then(|| pick::least_used(&endpoints, |e| fresh(e), score, &mut *rng))
+                .then(|| pick::choose(&endpoints, |e| fresh(e), score, rng))
                 .flatten()
         })?;
         Some(endpoints[found].begin())
