@@ -4,6 +4,7 @@
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
+//!                        [--max-connections N] [--max-connections-per-ip N]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
 //! distribution-demo client --master HOST:PORT watch
@@ -93,6 +94,15 @@ enum Role {
         #[arg(long, env = "DIST_CAPACITY", default_value_t = distribution_shared::defaults::NODE_CAPACITY,
               value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         capacity: u32,
+        /// How many callers' connections the node serves at once.
+        #[arg(long, env = "DIST_MAX_CONNECTIONS", default_value_t = 1024,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_connections: u64,
+        /// How many of those one peer IP may hold (more are closed at once).
+        #[arg(long = "max-connections-per-ip", env = "DIST_NODE_MAX_CONNECTIONS_PER_IP",
+              default_value_t = distribution_shared::defaults::MAX_CONNECTIONS_PER_IP as u64,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        node_max_connections_per_ip: u64,
         /// Simulated work time of each `sum`, in milliseconds (the Go example slept 1000).
         #[arg(long, env = "DIST_SUM_DELAY_MS", default_value_t = 0)]
         sum_delay_ms: u64,
@@ -250,6 +260,8 @@ async fn main() -> anyhow::Result<()> {
             advertise,
             id,
             capacity,
+            max_connections,
+            node_max_connections_per_ip,
             sum_delay_ms,
             faulty,
             security,
@@ -261,6 +273,8 @@ async fn main() -> anyhow::Result<()> {
             config.advertise = advertise;
             config.id = id;
             config.capacity = capacity;
+            config.max_connections = max_connections as usize;
+            config.max_connections_per_ip = node_max_connections_per_ip as usize;
             config.secret = security.secret.clone();
             if let Some(files) = security.files() {
                 config.tls = Some(NodeTls {

@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale] [--quick]
 //! ```
 //!
 //! The parts:
@@ -30,6 +30,7 @@ mod plot;
 mod procs;
 mod report;
 mod rounds;
+mod scale;
 mod scatter;
 mod stats;
 mod system;
@@ -77,6 +78,8 @@ pub enum Part {
     Blocking,
     /// A paused node under load, backup requests off vs on.
     Hedging,
+    /// Routed calls over 1 to 10,000 members vs raw tarpc.
+    Scale,
 }
 
 impl Args {
@@ -133,6 +136,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Hedging) {
         sections.push(hedging::run(&args).await.context("hedging")?);
+    }
+    if args.wants(Part::Scale) {
+        sections.push(scale::run(&args).await.context("scale")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);
