@@ -253,7 +253,7 @@ impl Lifecycle {
                     };
                     let gate = gate.clone();
                     connections.spawn(async move {
-                        let _slot = slot;
+                        let _slot = (slot, crate::observe::ConnectionOpen::new());
                         match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
                             Ok(mut stream) => {
                                 // With a secret, no tarpc frame is read before the caller

@@ -4,6 +4,7 @@
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
+//!                        [--metrics-listen HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
 //! distribution-demo client --master HOST:PORT watch
@@ -19,9 +20,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use distribution_examples::client;
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
+use distribution_examples::{client, telemetry};
 use distribution_master::{MasterConfig, RemoteConfig, RouterConfig};
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
@@ -99,6 +100,9 @@ enum Role {
         /// Fault injection: abort every call with an error (for testing failure handling).
         #[arg(long, hide = true)]
         faulty: bool,
+        /// Serve `GET /metrics` (Prometheus) and `GET /health` on this address.
+        #[arg(long, env = "DIST_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         security: Security,
     },
@@ -108,6 +112,9 @@ enum Role {
         /// The master's registry API, HOST:PORT.
         #[arg(long, env = "DIST_MASTER")]
         master: String,
+        /// Serve `GET /metrics` (Prometheus: this client's router) on this address.
+        #[arg(long, env = "DIST_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         security: Security,
         #[command(subcommand)]
@@ -227,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
                 usize::try_from(max_connections_per_ip).context("--max-connections-per-ip")?;
             config.http.idle_timeout = Duration::from_millis(idle_timeout_ms);
             config.secret = security.secret.clone();
+            config.metrics = Some(telemetry::render());
             if let Some(files) = security.files() {
                 config.http.tls = Some(files.server_config().context("registry TLS")?);
             }
@@ -252,8 +260,10 @@ async fn main() -> anyhow::Result<()> {
             capacity,
             sum_delay_ms,
             faulty,
+            metrics_listen,
             security,
         } => {
+            serve_metrics(metrics_listen.as_deref()).await?;
             let listener = TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -281,9 +291,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::Client {
             master,
+            metrics_listen,
             security,
             job,
         } => {
+            serve_metrics(metrics_listen.as_deref()).await?;
             let config = RemoteConfig {
                 secret: security.secret.clone(),
                 router: RouterConfig {
@@ -294,6 +306,18 @@ async fn main() -> anyhow::Result<()> {
             };
             run_client(&master, config, job).await?
         }
+    }
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr`, when given.
+async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        telemetry::serve(listener);
     }
     Ok(())
 }

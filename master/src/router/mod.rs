@@ -326,6 +326,18 @@ impl<C: ServiceClient> Router<C> {
         F: Fn(C, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
+        let started = Instant::now();
+        let result = self.route_call(options, f).await;
+        crate::observe::call_done(&result, started);
+        result
+    }
+
+    /// The attempt loop of [`Router::call_with`].
+    async fn route_call<T, F, Fut>(&self, options: CallOptions, f: F) -> Result<Reply<T>, CallError>
+    where
+        F: Fn(C, Context) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
         let config = &self.shared.config;
         // tarpc's timers cannot hold deadlines beyond a couple of years (its tasks panic), and
         // `Instant + Duration::MAX` overflows: a longer deadline means "a year".
@@ -352,6 +364,7 @@ impl<C: ServiceClient> Router<C> {
             let endpoint = in_flight.endpoint().clone();
             tried.push(endpoint.node.id.clone());
             let attempt = tried.len() as u32;
+            crate::observe::attempt(attempt);
             let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
             let result = self.attempt(&endpoint, &plan, &f).instrument(span).await;
             match result {
