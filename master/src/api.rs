@@ -9,6 +9,7 @@
 //! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]) |
 //! | `GET /v1/events`              |                 | server-sent events of the change feed (see [`crate::sse`]) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
+//! | `GET /`                       |                 | the live status page (see [`crate::status`]) |
 //! | `GET /metrics`                |                 | Prometheus text, when [`MasterConfig::metrics`] is set |
 //!
 //! Every refusal is a 4xx with `{"error": "..."}` and leaves the registry unchanged.
@@ -68,7 +69,8 @@ pub fn routes_until(
         ));
     let mut app = Router::new()
         .route("/v1/nodes", get(list))
-        .route("/v1/events", get(crate::sse::events));
+        .route("/v1/events", get(crate::sse::events))
+        .route("/", get(crate::status::page));
     if let Some(render) = config.metrics.clone() {
         app = app.route("/metrics", get(move || async move { render() }));
     }

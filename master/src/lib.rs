@@ -22,6 +22,7 @@
 //!   [`Router::call`] (sync), [`Router::spawn`] (async, a [`CallHandle`]), [`Router::scatter`].
 //! - [`events`] is the change feed: every join, leave, eviction, replacement, late and back, with
 //!   the registry's index, in a bounded history; [`sse`] serves it as `GET /v1/events`.
+//! - [`status`] is the live status page the master serves at `GET /`.
 //! - [`observe`] names the metrics the master and the routers record (through `metrics`).
 //! - [`server`] ties them together in a [`Master`] running on an already-bound listener.
 //! - [`remote`] gives any other process the same [`Router`], fed by a blocking query on a
@@ -44,6 +45,7 @@ pub mod remote;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod status;
 pub mod watch;
 
 pub use config::MasterConfig;

@@ -7,7 +7,7 @@
 //!                        [--metrics-listen HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
-//! distribution-demo client --master HOST:PORT watch
+//! distribution-demo client --master HOST:PORT watch [--events [--after N]]
 //! ```
 
 use std::io::IsTerminal;
@@ -191,8 +191,17 @@ enum Job {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         concurrency: Option<u64>,
     },
-    /// Print the node set as a JSON line now and at every change, until interrupted.
-    Watch,
+    /// Print the node set as a JSON line now and at every change, until interrupted; with
+    /// `--events`, the master's membership events instead (join, leave, eviction, replacement,
+    /// moved, late, back), one JSON line each.
+    Watch {
+        /// Print membership events (from `GET /v1/events`) instead of node sets.
+        #[arg(long)]
+        events: bool,
+        /// With `--events`: start after this index (0: the master's whole bounded history).
+        #[arg(long, requires = "events")]
+        after: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -325,7 +334,18 @@ async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
 /// Runs a client job and prints its summary (or, for `watch`, the node sets as JSON lines).
 async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Result<()> {
     let summary = match job {
-        Job::Watch => {
+        Job::Watch {
+            events: true,
+            after,
+        } => {
+            let events = distribution_master::remote::events_after(master, &config, after)?;
+            tokio::select! {
+                result = client::watch_events(events, std::io::stdout()) => result?,
+                _ = distribution_node::shutdown::signal() => {}
+            }
+            return Ok(());
+        }
+        Job::Watch { events: false, .. } => {
             let feed = distribution_master::remote::follow(master, &config).await?;
             tokio::select! {
                 result = client::watch(feed, std::io::stdout()) => result?,
