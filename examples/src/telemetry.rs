@@ -20,9 +20,10 @@ use tokio::net::TcpListener;
 /// How long a gauge may stay unchanged before it leaves the exposition.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(60);
 
-/// Histogram buckets, in seconds: 100 µs to 10 s.
-const BUCKETS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
+/// Histogram buckets, in seconds: 10 µs (a heartbeat in the registry) to 10 s (a long call).
+const BUCKETS: [f64; 15] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1,
+    0.5, 1.0, 10.0,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

@@ -31,22 +31,36 @@ fn browser_present() -> bool {
     ok
 }
 
+/// chromedriver in a process group of its own, with the Chromium it starts: the whole group is
+/// SIGKILLed when dropped, so a failing test leaves no browser behind.
+struct Driver(Proc);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
+}
+
 /// Starts chromedriver and a headless Chromium session.
-async fn browser() -> (Proc, Client) {
+async fn browser() -> (Driver, Client) {
+    use std::os::unix::process::CommandExt;
     let port = procs::free_port();
-    let driver = Proc(
+    let driver = Driver(Proc(
         Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    ));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1280,900"] }),
+                         "--disable-dev-shm-usage", "--disable-breakpad",
+                         "--disable-crash-reporter", "--window-size=1280,900"] }),
     );
     let started = Instant::now();
     loop {
