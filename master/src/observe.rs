@@ -13,6 +13,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tarpc::trace::TraceId;
+
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// Gauge, label `state` (`up`, `late`): registered nodes by state.
@@ -102,18 +104,40 @@ pub fn describe() {
     );
 }
 
-/// Records the end of a routed call: its outcome and its time since `started`.
-pub(crate) fn call_done<T>(result: &Result<T, crate::CallError>, started: Instant) {
+/// Records the end of a routed call: its outcome and its time since `started`, as metrics and
+/// as a debug log line carrying the call's trace id (the node's line for the call has the same).
+pub(crate) fn call_done<T>(
+    result: &Result<crate::Reply<T>, crate::CallError>,
+    started: Instant,
+    trace: TraceId,
+) {
     use crate::CallError;
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(CallError::Remote { .. }) => "remote",
-        Err(CallError::DeadlineExceeded { .. }) => "deadline",
-        Err(CallError::Transport { .. }) => "transport",
-        Err(CallError::NoNodeAvailable) => "no_node",
+    let (outcome, node, attempts) = match result {
+        Ok(reply) => ("ok", Some(&reply.node), reply.attempts),
+        Err(CallError::Remote { node, .. }) => ("remote", Some(node), 0),
+        Err(CallError::DeadlineExceeded { node, .. }) => ("deadline", node.as_ref(), 0),
+        Err(CallError::Transport { node, attempts, .. }) => ("transport", Some(node), *attempts),
+        Err(CallError::NoNodeAvailable) => ("no_node", None, 0),
     };
+    let elapsed = started.elapsed();
     counter!(ROUTER_CALLS, "outcome" => outcome).increment(1);
-    histogram!(ROUTER_CALL_SECONDS).record(started.elapsed().as_secs_f64());
+    histogram!(ROUTER_CALL_SECONDS).record(elapsed.as_secs_f64());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let node = node.map(|n| n.id.to_string()).unwrap_or_default();
+        tracing::debug!(trace_id = %trace, node, attempts, outcome,
+            latency_us = elapsed.as_micros() as u64, "routed call");
+    }
+}
+
+/// A fresh trace id for a routed call, unless the caller runs inside a traced call already (a
+/// node calling other nodes): then the call joins that trace.
+pub(crate) fn trace_id() -> TraceId {
+    let current = tarpc::context::current().trace_context.trace_id;
+    if current.is_none() {
+        TraceId::from(rand::random::<u128>().max(1))
+    } else {
+        current
+    }
 }
 
 /// Records one attempt (the `attempt`-th of its call).

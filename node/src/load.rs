@@ -193,6 +193,7 @@ where
         // an error like any other failure, and the node goes on serving.
         let handler = &self.handler;
         let started = std::time::Instant::now();
+        let trace = *ctx.trace_id();
         let scope = Scope {
             load: self.load.clone(),
             threads: self.threads.clone(),
@@ -202,13 +203,15 @@ where
             .await
         {
             Ok(result) => {
-                metrics::histogram!(observe::HANDLER_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
+                let elapsed = started.elapsed();
+                metrics::histogram!(observe::HANDLER_SECONDS).record(elapsed.as_secs_f64());
+                tracing::debug!(trace_id = %trace, ok = result.is_ok(),
+                    latency_us = elapsed.as_micros() as u64, "call handled");
                 result
             }
             Err(_) => {
                 metrics::counter!(observe::PANICS).increment(1);
-                tracing::error!("a call handler panicked");
+                tracing::error!(trace_id = %trace, "a call handler panicked");
                 Err(ServerError::new(
                     std::io::ErrorKind::Other,
                     HANDLER_PANICKED.into(),

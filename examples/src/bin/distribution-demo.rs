@@ -36,8 +36,27 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
     about = "distribution demo: a master with /sum and /palindrom, or a node"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line, for log collectors); either way with
+    /// `trace_id` on routed and handled calls at debug level (`RUST_LOG=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "DIST_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -215,13 +234,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         (BoxMakeWriter::new(std::io::stdout), "info")
     };
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(writer)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     match cli.role {
         Role::Master {
             registry,

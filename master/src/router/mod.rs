@@ -230,6 +230,8 @@ struct Plan {
     budget: Duration,
     attempt_timeout: Option<Duration>,
     idempotent: bool,
+    /// The call's trace id, sent with every attempt: the node logs it too.
+    trace: tarpc::trace::TraceId,
 }
 
 impl<C: ServiceClient> Router<C> {
@@ -327,13 +329,19 @@ impl<C: ServiceClient> Router<C> {
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let started = Instant::now();
-        let result = self.route_call(options, f).await;
-        crate::observe::call_done(&result, started);
+        let trace = crate::observe::trace_id();
+        let result = self.route_call(options, trace, f).await;
+        crate::observe::call_done(&result, started, trace);
         result
     }
 
-    /// The attempt loop of [`Router::call_with`].
-    async fn route_call<T, F, Fut>(&self, options: CallOptions, f: F) -> Result<Reply<T>, CallError>
+    /// The attempt loop of [`Router::call_with`]; every attempt carries trace id `trace`.
+    async fn route_call<T, F, Fut>(
+        &self,
+        options: CallOptions,
+        trace: tarpc::trace::TraceId,
+        f: F,
+    ) -> Result<Reply<T>, CallError>
     where
         F: Fn(C, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
@@ -350,6 +358,7 @@ impl<C: ServiceClient> Router<C> {
             budget,
             attempt_timeout: options.attempt_timeout.or(config.attempt_timeout),
             idempotent: options.idempotent.unwrap_or(config.idempotent),
+            trace,
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
         let mut tried: Vec<Arc<str>> = Vec::new();
@@ -483,6 +492,7 @@ impl<C: ServiceClient> Router<C> {
         };
         let mut ctx = tarpc::context::current();
         ctx.deadline = plan.deadline;
+        ctx.trace_context.trace_id = plan.trace;
         let left = plan.deadline.saturating_duration_since(Instant::now());
         let (limit, limited_by_attempt) = match plan.attempt_timeout {
             Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
