@@ -7,6 +7,7 @@
 //!                        [--metrics-listen HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
+//! distribution-demo health [HOST:PORT]
 //! distribution-demo client --master HOST:PORT watch [--events [--after N]]
 //! ```
 
@@ -125,6 +126,16 @@ enum Role {
         #[command(flatten)]
         security: Security,
     },
+    /// Exit 0 when the process at ADDR answers `GET /health` with 200 within the timeout, 1
+    /// otherwise: a Docker `HEALTHCHECK` for the `FROM scratch` image (master or node metrics).
+    Health {
+        /// The HOST:PORT to ask (the registry, the gateway, or a `--metrics-listen` address).
+        #[arg(default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Run a job from this process against a running cluster: the calls go to the nodes
     /// directly, routed by a router that follows the master's node list.
     Client {
@@ -147,26 +158,56 @@ struct Security {
     /// The cluster secret: the master requires it on its /v1 API; nodes present it there and
     /// require it of every caller (a handshake on each connection, before any call); the
     /// gateway and the client prove it. The gateway itself stays public.
-    #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
+    #[arg(long, env = "DIST_SECRET", hide_env_values = true, global = true)]
     secret: Option<String>,
+    /// Read the cluster secret from this file (Docker secrets); its trailing newline is
+    /// dropped.
+    #[arg(
+        long,
+        env = "DIST_SECRET_FILE",
+        conflicts_with = "secret",
+        global = true
+    )]
+    secret_file: Option<std::path::PathBuf>,
     /// The cluster CA (PEM): turns TLS on; peers' certificates must chain to it.
-    #[arg(long, env = "DIST_TLS_CA")]
+    #[arg(long, env = "DIST_TLS_CA", global = true)]
     tls_ca: Option<std::path::PathBuf>,
     /// This member's certificate chain (PEM).
-    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca")]
+    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca", global = true)]
     tls_cert: Option<std::path::PathBuf>,
     /// This member's private key (PEM).
-    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<std::path::PathBuf>,
     /// Mutual TLS: require a certificate from the cluster CA of every client.
-    #[arg(long, env = "DIST_TLS_REQUIRE_CLIENT_CERT", requires = "tls_ca")]
+    #[arg(
+        long,
+        env = "DIST_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_ca",
+        global = true
+    )]
     tls_require_client_cert: bool,
     /// The name every node certificate carries (default: the node's host).
-    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca")]
+    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca", global = true)]
     tls_server_name: Option<String>,
 }
 
 impl Security {
+    /// The cluster secret, from `--secret` or read from `--secret-file`.
+    fn secret(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.secret_file else {
+            return Ok(self.secret.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "the secret file {} is empty",
+            path.display()
+        );
+        Ok(Some(secret))
+    }
+
     fn files(&self) -> Option<TlsFiles> {
         Some(TlsFiles {
             ca: self.tls_ca.clone()?,
@@ -228,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A client's stdout carries its output (the summary, JSON lines): its logs go to stderr, and
     // only warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
-    let client = matches!(cli.role, Role::Client { .. });
+    let client = matches!(cli.role, Role::Client { .. } | Role::Health { .. });
     let (writer, level) = if client {
         (BoxMakeWriter::new(std::io::stderr), "warn")
     } else {
@@ -243,6 +284,9 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().with_current_span(false).init(),
     }
     match cli.role {
+        Role::Health { addr, timeout_ms } => {
+            return health(&addr, Duration::from_millis(timeout_ms)).await;
+        }
         Role::Master {
             registry,
             gateway,
@@ -262,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
             config.http.max_connections_per_ip =
                 usize::try_from(max_connections_per_ip).context("--max-connections-per-ip")?;
             config.http.idle_timeout = Duration::from_millis(idle_timeout_ms);
-            config.secret = security.secret.clone();
+            config.secret = security.secret()?;
             config.metrics = Some(telemetry::render());
             if let Some(files) = security.files() {
                 config.http.tls = Some(files.server_config().context("registry TLS")?);
@@ -300,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
             config.advertise = advertise;
             config.id = id;
             config.capacity = capacity;
-            config.secret = security.secret.clone();
+            config.secret = security.secret()?;
             if let Some(files) = security.files() {
                 config.tls = Some(NodeTls {
                     server: files.server_config().context("node TLS")?,
@@ -326,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             serve_metrics(metrics_listen.as_deref()).await?;
             let config = RemoteConfig {
-                secret: security.secret.clone(),
+                secret: security.secret()?,
                 router: RouterConfig {
                     tls: security.client_tls().context("client TLS")?,
                     ..RouterConfig::default()
@@ -336,6 +380,25 @@ async fn main() -> anyhow::Result<()> {
             run_client(&master, config, job).await?
         }
     }
+    Ok(())
+}
+
+/// `health`: one `GET /health`; an error (exit 1) unless it answers 200 in time.
+async fn health(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+    let url = if addr.contains("://") {
+        format!("{}/health", addr.trim_end_matches('/'))
+    } else {
+        format!("http://{addr}/health")
+    };
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
+    let status = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?
+        .status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{url}: {status}");
     Ok(())
 }
 
@@ -394,4 +457,56 @@ async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Res
     };
     print!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn security_of(args: &[&str]) -> Security {
+        match Cli::try_parse_from(args).unwrap().role {
+            Role::Client { security, .. } | Role::Node { security, .. } => security,
+            _ => panic!("not a client or node"),
+        }
+    }
+
+    #[test]
+    fn security_flags_work_before_and_after_the_job() {
+        let before = ["demo", "client", "--master", "m:1", "--secret", "s", "sum"];
+        let after = ["demo", "client", "--master", "m:1", "sum", "--secret", "s"];
+        for args in [&before[..], &after[..]] {
+            assert_eq!(
+                security_of(args).secret().unwrap().as_deref(),
+                Some("s"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_secret_file_gives_the_secret_without_its_newline() {
+        let path = std::env::temp_dir().join(format!("dist-secret-{}", std::process::id()));
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let file = path.to_str().unwrap();
+        let security = security_of(&["demo", "node", "--master", "m:1", "--secret-file", file]);
+        assert_eq!(security.secret().unwrap().as_deref(), Some("from-a-file"));
+        let both = [
+            "demo",
+            "node",
+            "--master",
+            "m:1",
+            "--secret",
+            "x",
+            "--secret-file",
+            file,
+        ];
+        assert!(Cli::try_parse_from(both).is_err(), "one or the other");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            security_of(&["demo", "node", "--master", "m:1", "--secret-file", file])
+                .secret()
+                .is_err()
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 }
