@@ -1,8 +1,9 @@
 //! The master's live status page in a real browser: headless Chromium (Debian's `chromium` and
 //! `chromium-driver`) driven over WebDriver (`fantoccini`). The page shows three node processes,
 //! a fourth one appearing, a SIGKILLed one marked late and then gone, all without a reload; with
-//! a cluster secret it shows nothing until given the secret in the URL fragment. Saves a
-//! screenshot (`target/status-page.png`; the one in `docs/` comes from here).
+//! a cluster secret it shows nothing until given the secret in the URL fragment; through a
+//! master restart on the same port it says the master is unreachable and then shows the nodes
+//! again. Saves a screenshot (`target/status-page.png`; the one in `docs/` comes from here).
 //!
 //! Skipped with a message when `chromium` or `chromedriver` is not installed (`.ci/run` installs
 //! them, so CI always runs it).
@@ -121,7 +122,7 @@ async fn the_status_page_follows_joins_and_a_killed_node_live() {
     }
     // 500 ms heartbeats: a killed node is late from 750 ms and evicted at 1.5 s, a window the
     // page's updates and this test's polls both fit in easily.
-    let (_master, registry, _gateway) = procs::start_master(500, &[]);
+    let (master, registry, _gateway) = procs::start_master(500, &[]);
     let _nodes: Vec<Proc> = (0..3)
         .map(|i| procs::start_node(&registry, &["--id", &format!("node-{i}")]))
         .collect();
@@ -161,12 +162,49 @@ async fn the_status_page_follows_joins_and_a_killed_node_live() {
             "the event list shows `{kind}`: {events}"
         );
     }
-    let marker = text(&browser, "return window.notReloaded;").await;
-    assert_eq!(marker, json!(42), "the page was never reloaded");
     let png = browser.screenshot().await.unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/status-page.png");
     std::fs::write(&path, png).unwrap();
     eprintln!("screenshot: {}", path.display());
+
+    // Through a master restart on the same port: the page says so, then shows the three nodes
+    // again as they register with the new master.
+    drop(master); // SIGKILL
+    let started = Instant::now();
+    while text(
+        &browser,
+        "return document.getElementById('conn').className;",
+    )
+    .await
+        != json!("down")
+    {
+        assert!(
+            started.elapsed() < BOUND,
+            "the page shows the master unreachable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_master, _, _) = procs::start_master_on(&registry, 500, &[]);
+    wait_rows(&browser, "the nodes again, with the new master", |r| {
+        r.len() == 3 && r.iter().all(|(_, state)| state == "up")
+    })
+    .await;
+    let started = Instant::now();
+    while text(
+        &browser,
+        "return document.getElementById('conn').className;",
+    )
+    .await
+        != json!("")
+    {
+        assert!(
+            started.elapsed() < BOUND,
+            "the page follows the new master's events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marker = text(&browser, "return window.notReloaded;").await;
+    assert_eq!(marker, json!(42), "the page was never reloaded");
     browser.close().await.unwrap();
 }
 
