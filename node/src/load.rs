@@ -80,6 +80,7 @@ impl Load {
 
     /// Counts a refused connection; returns the new total.
     pub(crate) fn count_refused_connection(&self) -> u64 {
+        metrics::counter!(observe::CONNECTIONS_REFUSED).increment(1);
         self.refused_connections.fetch_add(1, Ordering::Relaxed) + 1
     }
 

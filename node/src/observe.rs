@@ -24,6 +24,9 @@ pub const REREGISTRATIONS: &str = "distribution_node_reregistrations_total";
 /// Gauge: callers' connections open on this node now.
 pub const CONNECTIONS_OPEN: &str = "distribution_node_connections_open";
 
+/// Counter: connections refused because the caller failed the cluster handshake.
+pub const CONNECTIONS_REFUSED: &str = "distribution_node_connections_refused_total";
+
 /// Registers the descriptions (Prometheus `# HELP`) of the node's metrics.
 pub fn describe() {
     describe_gauge!(IN_FLIGHT, "Calls running on this node now.");
@@ -44,6 +47,10 @@ pub fn describe() {
         "Registrations after the master forgot this node."
     );
     describe_gauge!(CONNECTIONS_OPEN, "Callers' connections open now.");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused: the caller failed the cluster handshake."
+    );
 }
 
 /// Connections open in this process (all nodes of it), behind [`CONNECTIONS_OPEN`].
