@@ -6,7 +6,7 @@
 //! again. Saves a screenshot (`target/status-page.png`; the one in `docs/` comes from here).
 //!
 //! Skipped with a message when `chromium` or `chromedriver` is not installed (`.ci/run` installs
-//! them, so CI always runs it).
+//! them, and under CI, `CI` set, a missing tool fails the test).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,10 @@ const BOUND: Duration = Duration::from_secs(20);
 
 fn browser_present() -> bool {
     let ok = procs::installed("chromium") && procs::installed("chromedriver");
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "CI must run this test: .ci/run installs its tools"
+    );
     if !ok {
         eprintln!(
             "SKIPPED: `chromium` and `chromedriver` are not installed here \
