@@ -205,3 +205,18 @@ pub async fn watch(
         }
     }
 }
+
+/// Writes each membership event of `events` as a JSON line to `out` (`client watch --events`),
+/// until the stream ends.
+pub async fn watch_events(
+    events: impl futures::Stream<Item = distribution_shared::wire::MembershipEvent>,
+    mut out: impl Write,
+) -> std::io::Result<()> {
+    use futures::StreamExt;
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        writeln!(out, "{}", serde_json::to_string(&event)?)?;
+        out.flush()?;
+    }
+    Ok(())
+}

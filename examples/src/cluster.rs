@@ -30,6 +30,7 @@ impl DemoMaster {
     /// the clear with the registry's connection limits (`config.http`: connections, per-IP
     /// limit, idle and header timeouts). Its router proves the master's cluster secret to the
     /// nodes (unless `router.secret` names another); the gateway's own HTTP routes stay public.
+    /// With `config.metrics`, both the registry and the gateway serve `GET /metrics`.
     pub fn start(
         registry: TcpListener,
         gateway: TcpListener,
@@ -40,10 +41,17 @@ impl DemoMaster {
             tls: None,
             ..config.http.clone()
         };
+        let metrics = config.metrics.clone();
         let master = Master::start(registry, config)?;
         let router: Router<CalcClient> = master.router_with(router);
         let gateway_addr = gateway.local_addr()?;
-        let app = gateway::routes(router);
+        let mut app = gateway::routes(router);
+        if let Some(render) = metrics {
+            app = app.route(
+                "/metrics",
+                axum::routing::get(move || async move { render() }),
+            );
+        }
         let stop_gateway = CancellationToken::new();
         let gateway = tokio::spawn(http::serve(gateway, app, limits, stop_gateway.clone()));
         tracing::info!(addr = %gateway_addr, "gateway listening");

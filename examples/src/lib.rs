@@ -11,10 +11,12 @@
 //!
 //! The pieces: [`service`] (the tarpc service and its node-side implementation), [`palindrome`]
 //! (the counting and the chunking), [`gateway`] (the HTTP endpoints), [`cluster`] (start a master
-//! with its gateway, or a node, on already-bound listeners: what the binary and the tests call).
+//! with its gateway, or a node, on already-bound listeners: what the binary and the tests call), [`telemetry`] (the
+//! Prometheus exporter behind the programs' `GET /metrics`).
 
 pub mod client;
 pub mod cluster;
 pub mod gateway;
 pub mod palindrome;
 pub mod service;
+pub mod telemetry;

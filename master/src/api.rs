@@ -7,7 +7,10 @@
 //! | `DELETE /v1/nodes/{id}`       |                 | `204`, `404` if unknown             |
 //! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
 //! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]) |
+//! | `GET /v1/events`              |                 | server-sent events of the change feed (see [`crate::sse`]) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
+//! | `GET /`                       |                 | the live status page (see [`crate::status`]) |
+//! | `GET /metrics`                |                 | Prometheus text, when [`MasterConfig::metrics`] is set |
 //!
 //! Every refusal is a 4xx with `{"error": "..."}` and leaves the registry unchanged.
 
@@ -64,14 +67,41 @@ pub fn routes_until(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ));
-    Router::new()
+    let mut app = Router::new()
         .route("/v1/nodes", get(list))
-        .merge(bounded)
+        .route("/v1/events", get(crate::sse::events))
+        .route("/", get(crate::status::page));
+    if let Some(render) = config.metrics.clone() {
+        app = app.route("/metrics", get(move || async move { render() }));
+    }
+    app.merge(bounded)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(Extension(crate::sse::Feed::new(
+            registry.clone(),
+            shutdown.clone(),
+        )))
         .layer(Extension(Watchers::new(shutdown)))
+        .layer(axum::middleware::from_fn(count_responses))
         .with_state(registry)
+}
+
+/// Middleware: counts each answer by route (the matched pattern, never the raw path, so ids do
+/// not become labels) and status.
+async fn count_responses(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(crate::observe::HTTP_RESPONSES, "route" => route, "status" => status)
+        .increment(1);
+    response
 }
 
 async fn register(
@@ -91,12 +121,19 @@ async fn heartbeat(
 ) -> Result<Json<Lease>, ApiError> {
     let Path(id) = id?;
     let Json(Object(beat)) = body?;
+    let started = std::time::Instant::now();
     if beat.capacity == Some(0) || beat.capacity.is_some_and(|c| c > MAX_CAPACITY) {
         return Err(ApiError::bad_request(format!(
             "capacity must be between 1 and {MAX_CAPACITY}"
         )));
     }
-    Ok(Json(registry.heartbeat(&id, &beat)?))
+    let lease = registry.heartbeat(&id, &beat);
+    metrics::histogram!(crate::observe::HEARTBEAT_SECONDS).record(started.elapsed().as_secs_f64());
+    match &lease {
+        Ok(_) => metrics::counter!(crate::observe::HEARTBEATS).increment(1),
+        Err(_) => metrics::counter!(crate::observe::HEARTBEATS_UNKNOWN).increment(1),
+    }
+    Ok(Json(lease?))
 }
 
 async fn deregister(

@@ -27,7 +27,15 @@ pub struct MasterConfig {
     pub secret: Option<String>,
     /// Connection limits of the HTTP server (see [`crate::http`]).
     pub http: HttpOptions,
+    /// Renders this process's metrics in Prometheus text format: when set, the master serves
+    /// them at `GET /metrics` (open, like `/health`). The application chooses the exporter
+    /// (the demo installs `metrics-exporter-prometheus`); the library only records. `None`
+    /// (the default): no `/metrics` route.
+    pub metrics: Option<MetricsRender>,
 }
+
+/// Renders a metrics exposition (see [`MasterConfig::metrics`]).
+pub type MetricsRender = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Default for MasterConfig {
     fn default() -> Self {
@@ -46,6 +54,7 @@ impl MasterConfig {
             request_timeout: Duration::from_secs(10),
             secret: None,
             http: HttpOptions::default(),
+            metrics: None,
         }
     }
 }
@@ -60,6 +69,7 @@ impl std::fmt::Debug for MasterConfig {
             .field("request_timeout", &self.request_timeout)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("http", &self.http)
+            .field("metrics", &self.metrics.is_some())
             .finish()
     }
 }

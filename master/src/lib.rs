@@ -20,6 +20,10 @@
 //!   [`watch`] makes `GET /v1/nodes?index=N&wait=30s` a blocking query that answers on a change.
 //! - [`router`] turns a membership feed into least-used, failover-safe tarpc calls:
 //!   [`Router::call`] (sync), [`Router::spawn`] (async, a [`CallHandle`]), [`Router::scatter`].
+//! - [`events`] is the change feed: every join, leave, eviction, replacement, late and back, with
+//!   the registry's index, in a bounded history; [`sse`] serves it as `GET /v1/events`.
+//! - [`status`] is the live status page the master serves at `GET /`.
+//! - [`observe`] names the metrics the master and the routers record (through `metrics`).
 //! - [`server`] ties them together in a [`Master`] running on an already-bound listener.
 //! - [`remote`] gives any other process the same [`Router`], fed by a blocking query on a
 //!   master's node list: [`remote::connect`].
@@ -31,13 +35,17 @@ pub mod auth;
 pub mod blocking;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod lease;
 pub mod membership;
+pub mod observe;
 pub mod registry;
 pub mod remote;
 pub mod router;
 pub mod server;
+pub mod sse;
+pub mod status;
 pub mod watch;
 
 pub use config::MasterConfig;

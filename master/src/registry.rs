@@ -17,14 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use distribution_shared::wire::{Heartbeat, Lease, NodeInfo, NodeList, NodeState};
+use distribution_shared::wire::{EventKind, Heartbeat, Lease, NodeInfo, NodeList, NodeState};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::MasterConfig;
+use crate::events::{EventLog, Since};
 use crate::membership::{LoadReport, Member, Membership};
+use crate::observe;
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
 /// made it; above, by the publisher task when it runs (see the module's documentation).
@@ -78,8 +80,10 @@ struct Shared {
     deferred: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
+    /// The change feed (see [`crate::events`]): written under this lock by each change.
+    events: EventLog,
     nodes: HashMap<String, Entry>,
     /// Which id holds each address, so a node restarted under a new id replaces its old entry.
     by_addr: HashMap<String, String>,
@@ -97,6 +101,9 @@ struct Entry {
     served: u64,
     last_seen: Instant,
     load: Arc<LoadReport>,
+    /// Whether the reaper found it late (a `late` event went out; the next heartbeat sends
+    /// `back`).
+    late: bool,
 }
 
 impl Registry {
@@ -105,7 +112,14 @@ impl Registry {
         let (membership, _) = watch::channel(Membership::default());
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    events: EventLog::new(),
+                    nodes: HashMap::new(),
+                    by_addr: HashMap::new(),
+                    index: 0,
+                    published: 0,
+                    dirty: false,
+                }),
                 membership,
                 interval: config.heartbeat_interval,
                 ttl: config.ttl,
@@ -119,6 +133,16 @@ impl Registry {
     /// Follows the node set: the receiver sees a new [`Membership`] at every change.
     pub fn subscribe(&self) -> watch::Receiver<Membership> {
         self.shared.membership.subscribe()
+    }
+
+    /// The events after `index` that the change feed still holds (see [`crate::events`]).
+    pub fn events_since(&self, index: u64) -> Since {
+        self.lock().events.since(index)
+    }
+
+    /// A receiver of the newest event's index: it changes at every event.
+    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.lock().events.subscribe()
     }
 
     /// The registry's current version.
@@ -139,18 +163,29 @@ impl Registry {
             let old = old.clone();
             state.nodes.remove(&old);
             info!(node = %old, addr = %reg.addr, by = %reg.id, "node replaced");
+            let reason = format!("replaced by {} on the same address", reg.id);
+            record(state, EventKind::Replacement, &old, &reg.addr, reason);
             changed = true;
         }
         match state.nodes.get_mut(&reg.id) {
             Some(entry) => {
+                let mut event = None;
                 if *entry.addr != *reg.addr {
                     info!(node = %reg.id, old_addr = %entry.addr, addr = %reg.addr, "node moved");
+                    let reason = format!("registered again from {} (was {})", reg.addr, entry.addr);
                     state.by_addr.remove(&*entry.addr);
                     entry.addr = reg.addr.as_str().into();
-                    changed = true;
+                    event = Some((EventKind::Moved, reason));
+                } else if entry.late {
+                    event = Some((EventKind::Back, "registered again".to_owned()));
                 }
+                entry.late = false;
                 entry.last_seen = now;
                 entry.load.set(entry.load.in_flight(), reg.capacity);
+                if let Some((kind, reason)) = event {
+                    record(state, kind, &reg.id, &reg.addr, reason);
+                    changed = true;
+                }
             }
             None => {
                 if state.nodes.len() >= self.shared.max_nodes {
@@ -162,15 +197,18 @@ impl Registry {
                     served: 0,
                     last_seen: now,
                     load: Arc::new(LoadReport::new(0, reg.capacity)),
+                    late: false,
                 };
                 state.nodes.insert(reg.id.clone(), entry);
                 info!(node = %reg.id, addr = %reg.addr, capacity = reg.capacity, "node joined");
+                let reason = format!("registered, capacity {}", reg.capacity);
+                record(state, EventKind::Join, &reg.id, &reg.addr, reason);
                 changed = true;
             }
         }
         state.by_addr.insert(reg.addr.clone(), reg.id.clone());
         if changed {
-            self.changed(state);
+            self.publish(state);
         }
         Ok(self.lease(&reg.id, &reg.addr))
     }
@@ -187,6 +225,19 @@ impl Registry {
         let capacity = beat.capacity.unwrap_or_else(|| entry.load.capacity());
         entry.load.set(beat.in_flight, capacity);
         let addr = entry.addr.clone();
+        if entry.late {
+            // The only heartbeat that is an event: the node's state changes.
+            entry.late = false;
+            info!(node = %id, addr = %addr, "node back");
+            record(
+                &mut state,
+                EventKind::Back,
+                id,
+                &addr,
+                "heartbeat arrived".into(),
+            );
+            self.publish(&mut state);
+        }
         drop(state);
         Ok(self.lease(id, &addr))
     }
@@ -199,30 +250,59 @@ impl Registry {
         };
         state.by_addr.remove(&*entry.addr);
         info!(node = %id, addr = %entry.addr, "node left");
-        self.changed(&mut state);
+        record(
+            &mut state,
+            EventKind::Leave,
+            id,
+            &entry.addr,
+            "deregistered".into(),
+        );
+        self.publish(&mut state);
         true
     }
 
-    /// Removes every node whose last heartbeat is older than the TTL at `now`; returns their ids.
+    /// Removes every node whose last heartbeat is older than the TTL at `now`, and marks late
+    /// those one and a half intervals overdue (a `late` event each); returns the evicted ids.
+    /// Also sets the nodes-by-state gauge, since it looks at every node anyway.
     pub fn evict_expired(&self, now: Instant) -> Vec<String> {
         let ttl = self.shared.ttl;
+        let late_after = self.shared.interval + self.shared.interval / 2;
         let mut state = self.lock();
-        let expired: Vec<String> = state
-            .nodes
-            .iter()
-            .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > ttl)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut expired = Vec::new();
+        let mut turned_late = Vec::new();
+        let mut late = 0usize;
+        for (id, entry) in state.nodes.iter_mut() {
+            let silent = now.saturating_duration_since(entry.last_seen);
+            if silent > ttl {
+                expired.push(id.clone());
+            } else if silent > late_after {
+                late += 1;
+                if !entry.late {
+                    entry.late = true;
+                    turned_late.push((id.clone(), entry.addr.clone(), silent));
+                }
+            }
+        }
+        for (id, addr, silent) in &turned_late {
+            let reason = format!("no heartbeat for {} ms", silent.as_millis());
+            info!(node = %id, addr = %addr, silent_ms = silent.as_millis() as u64, "node late");
+            record(&mut state, EventKind::Late, id, addr, reason);
+        }
         for id in &expired {
             if let Some(entry) = state.nodes.remove(id) {
                 state.by_addr.remove(&*entry.addr);
                 let silent = now.saturating_duration_since(entry.last_seen);
                 info!(node = %id, addr = %entry.addr, silent_ms = silent.as_millis() as u64, "node evicted");
+                let reason = format!("no heartbeat for {} ms", silent.as_millis());
+                record(&mut state, EventKind::Eviction, id, &entry.addr, reason);
             }
         }
-        if !expired.is_empty() {
-            self.changed(&mut state);
+        if !expired.is_empty() || !turned_late.is_empty() {
+            self.publish(&mut state);
         }
+        let up = state.nodes.len() - late;
+        metrics::gauge!(observe::NODES, "state" => "up").set(up as f64);
+        metrics::gauge!(observe::NODES, "state" => "late").set(late as f64);
         expired
     }
 
@@ -316,9 +396,8 @@ impl Registry {
         self.flush();
     }
 
-    /// Records a change of the node set: published now, or by the publisher task.
-    fn changed(&self, state: &mut State) {
-        state.index += 1;
+    /// Publishes the changes recorded (see [`record`]): now, or by the publisher task.
+    fn publish(&self, state: &mut State) {
         if state.nodes.len() <= INLINE_PUBLISH_MAX || !self.shared.deferred.load(Ordering::SeqCst) {
             let mut members = members(state);
             members.sort_by(|a, b| a.id.cmp(&b.id));
@@ -363,6 +442,23 @@ impl Registry {
             }
         });
     }
+}
+
+/// Records one change of the node set: bumps the index, appends the event to the change feed,
+/// counts it. The caller then publishes (once for several changes).
+fn record(state: &mut State, kind: EventKind, node: &str, addr: &str, reason: String) {
+    state.index += 1;
+    let counter = match kind {
+        EventKind::Join => Some(observe::JOINS),
+        EventKind::Leave => Some(observe::LEAVES),
+        EventKind::Eviction => Some(observe::EVICTIONS),
+        EventKind::Replacement => Some(observe::REPLACEMENTS),
+        EventKind::Moved | EventKind::Late | EventKind::Back => None,
+    };
+    if let Some(name) = counter {
+        metrics::counter!(name).increment(1);
+    }
+    state.events.record(state.index, kind, node, addr, reason);
 }
 
 /// The registry's nodes as routable members, unsorted.

@@ -62,6 +62,8 @@
 //! The watcher stops when nobody follows the feed any more: when the router (every clone) and
 //! every receiver of [`follow`] are dropped.
 
+mod events;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +81,7 @@ use tracing::{debug, info, warn};
 
 use crate::membership::{LoadReport, Member, Membership};
 use crate::router::{Router, RouterConfig};
+pub use events::{events, events_after};
 
 /// How a remote caller follows the master. `RemoteConfig::default()` gives the documented
 /// defaults.

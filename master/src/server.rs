@@ -12,7 +12,9 @@ use crate::auth::{self, Secret};
 use crate::config::MasterConfig;
 use crate::registry::Registry;
 use crate::router::{Router, RouterConfig};
-use crate::{api, http, lease};
+use crate::{api, events, http, lease};
+use distribution_shared::wire::MembershipEvent;
+use futures::{Stream, StreamExt};
 
 /// A running master: the registry API on its listener, the lease reaper, and a handle to the
 /// registry for in-process routers.
@@ -104,6 +106,20 @@ impl Master {
     /// The registry, for in-process use.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The membership events from now on (join, leave, eviction, replacement, moved, late,
+    /// back), as a stream that ends when the master shuts down. See [`crate::events`].
+    pub fn events(&self) -> impl Stream<Item = MembershipEvent> + Send + 'static {
+        self.events_after(self.registry.index())
+    }
+
+    /// The membership events after index `after` that the bounded history still holds
+    /// ([`crate::events::HISTORY`]), then the new ones; `0`: the whole history.
+    pub fn events_after(&self, after: u64) -> impl Stream<Item = MembershipEvent> + Send + 'static {
+        events::stream(self.registry.clone(), after)
+            .map(|event| MembershipEvent::clone(&event))
+            .take_until(self.shutdown.clone().cancelled_owned())
     }
 
     /// A router over this master's nodes with the default [`RouterConfig`].

@@ -122,6 +122,7 @@ pub async fn wait_for_change(
 pub struct Watchers {
     shutdown: CancellationToken,
     slots: Arc<Semaphore>,
+    max: usize,
 }
 
 impl Watchers {
@@ -135,6 +136,7 @@ impl Watchers {
         Self {
             shutdown,
             slots: Arc::new(Semaphore::new(max_waiters)),
+            max: max_waiters,
         }
     }
 
@@ -146,15 +148,24 @@ impl Watchers {
         if membership.borrow().index != query.index || query.wait.is_zero() {
             return Ok(());
         }
-        let Ok(_slot) = self.slots.try_acquire() else {
+        let Ok(slot) = self.slots.try_acquire() else {
             return Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: "too many blocking queries are waiting; retry later".into(),
             });
         };
+        self.count_waiting();
         let wait = query.wait + jitter(query.wait);
         wait_for_change(membership, query.index, wait, &self.shutdown).await;
+        drop(slot);
+        self.count_waiting();
         Ok(())
+    }
+
+    /// Sets the blocking-queries gauge to the number waiting now.
+    fn count_waiting(&self) {
+        let waiting = self.max.saturating_sub(self.slots.available_permits());
+        metrics::gauge!(crate::observe::BLOCKING_QUERIES).set(waiting as f64);
     }
 }
 

@@ -63,11 +63,13 @@ pub(crate) async fn run(
             }
             Err(MasterError::UnknownNode) if lease.is_some() => {
                 warn!(node = %request.id, "the master forgot this node; registering again");
+                metrics::counter!(crate::observe::REREGISTRATIONS).increment(1);
                 lease = None;
                 registered.send_replace(false);
                 continue;
             }
             Err(err) => {
+                metrics::counter!(crate::observe::HEARTBEAT_FAILURES).increment(1);
                 if !outage {
                     warn!(node = %request.id, error = %err, "no lease from the master (unreachable or refusing); retrying every interval");
                     outage = true;

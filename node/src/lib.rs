@@ -13,6 +13,7 @@
 //! - [`load`]: counts calls in flight and served, and refuses calls beyond the node's capacity;
 //! - [`work`]: CPU-bound work off the async workers, on a bounded pool, stopped cooperatively
 //!   when its call ends;
+//! - [`observe`]: the node's metrics (through the `metrics` facade);
 //! - [`master_client`]: the HTTP client of the master's registry API;
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //!
@@ -35,6 +36,7 @@ mod heartbeat;
 pub mod config;
 pub mod load;
 pub mod master_client;
+pub mod observe;
 pub mod server;
 pub mod shutdown;
 pub mod work;

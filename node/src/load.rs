@@ -12,6 +12,7 @@ use tarpc::server::Serve;
 use tarpc::{RequestName, ServerError};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::observe;
 use crate::work::{SCOPE, Scope};
 
 /// The node's load counters, shared by every connection and the heartbeat loop.
@@ -79,6 +80,7 @@ impl Load {
 
     /// Counts a refused connection; returns the new total.
     pub(crate) fn count_refused_connection(&self) -> u64 {
+        metrics::counter!(observe::CONNECTIONS_REFUSED).increment(1);
         self.refused_connections.fetch_add(1, Ordering::Relaxed) + 1
     }
 
@@ -96,9 +98,12 @@ impl Load {
             })
             .is_ok();
         if admitted {
+            let n = self.in_flight.load(Ordering::Relaxed);
+            metrics::gauge!(observe::IN_FLIGHT).set(n);
             Some(CallGuard { load: self.clone() })
         } else {
             self.refused.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(observe::REFUSED).increment(1);
             None
         }
     }
@@ -122,7 +127,10 @@ struct CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.load.served.fetch_add(1, Ordering::Relaxed);
-        if self.load.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        metrics::counter!(observe::SERVED).increment(1);
+        let before = self.load.in_flight.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!(observe::IN_FLIGHT).set(before.saturating_sub(1));
+        if before == 1 {
             self.load.idle.notify_waiters();
         }
     }
@@ -185,6 +193,8 @@ where
         // A panicking handler must not leave the caller waiting for its deadline: it answers
         // an error like any other failure, and the node goes on serving.
         let handler = &self.handler;
+        let started = std::time::Instant::now();
+        let trace = *ctx.trace_id();
         let scope = Scope {
             load: self.load.clone(),
             threads: self.threads.clone(),
@@ -193,9 +203,16 @@ where
             .catch_unwind()
             .await
         {
-            Ok(result) => result,
+            Ok(result) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!(observe::HANDLER_SECONDS).record(elapsed.as_secs_f64());
+                tracing::debug!(trace_id = %trace, ok = result.is_ok(),
+                    latency_us = elapsed.as_micros() as u64, "call handled");
+                result
+            }
             Err(_) => {
-                tracing::error!("a call handler panicked");
+                metrics::counter!(observe::PANICS).increment(1);
+                tracing::error!(trace_id = %trace, "a call handler panicked");
                 Err(ServerError::new(
                     std::io::ErrorKind::Other,
                     HANDLER_PANICKED.into(),

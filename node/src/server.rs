@@ -271,7 +271,7 @@ impl Lifecycle {
                 gate.clone(),
             );
             connections.spawn(async move {
-                let _slots = (slot, peer_slot);
+                let _slots = (slot, peer_slot, crate::observe::ConnectionOpen::new());
                 match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
                     Ok(mut stream) => {
                         // With a secret, no tarpc frame is read before the caller proves it; a

@@ -30,6 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tracing::warn;
 
+/// Counter, label `reason` (`per_ip`): connections closed at once by a listener's limits.
+pub const CONNECTIONS_REFUSED: &str = "distribution_connections_refused_total";
+
 /// How often, at most, [`PeerLimits`] logs that it refused connections.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -85,6 +88,7 @@ impl PeerLimits {
             });
         }
         state.refused_unlogged += 1;
+        metrics::counter!(CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
         let now = Instant::now();
         if state
             .last_log

@@ -91,6 +91,45 @@ pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// What happened to a node, in a [`MembershipEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// It registered.
+    Join,
+    /// It deregistered (a graceful stop).
+    Leave,
+    /// Its lease ran out: no heartbeat for the TTL.
+    Eviction,
+    /// A node with another id registered on its address (the same process, restarted).
+    Replacement,
+    /// It registered again from another address.
+    Moved,
+    /// It missed a heartbeat (one and a half intervals overdue); its lease still runs.
+    Late,
+    /// A heartbeat arrived after it was late.
+    Back,
+}
+
+/// One change of the node set, as `GET /v1/events` sends it (one server-sent event each, its
+/// `id` the same `index`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipEvent {
+    /// The registry's index after this change: it grows by one per event, and is the index
+    /// blocking queries see. It starts from zero in every master process.
+    pub index: u64,
+    /// When it happened, in milliseconds since the Unix epoch (the master's clock).
+    pub time_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The node's id.
+    pub node: String,
+    /// The node's address (for `moved`, the new one).
+    pub addr: String,
+    /// Why, for a human: "deregistered", "no heartbeat for 3012 ms", ...
+    pub reason: String,
+}
+
 /// The body of every 4xx/5xx answer of the master's HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -4,10 +4,11 @@
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
-//!                        [--max-connections N] [--max-connections-per-ip N]
+//!                        [--max-connections N] [--max-connections-per-ip N] [--metrics-listen HOST:PORT]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
-//! distribution-demo client --master HOST:PORT watch
+//! distribution-demo health [HOST:PORT]
+//! distribution-demo client --master HOST:PORT watch [--events [--after N]]
 //! ```
 
 use std::io::IsTerminal;
@@ -20,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use distribution_examples::client;
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
+use distribution_examples::{client, telemetry};
 use distribution_master::{MasterConfig, RemoteConfig, RouterConfig};
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
@@ -36,8 +37,27 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
     about = "distribution demo: a master with /sum and /palindrom, or a node"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line, for log collectors); either way with
+    /// `trace_id` on routed and handled calls at debug level (`RUST_LOG=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "DIST_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -109,8 +129,21 @@ enum Role {
         /// Fault injection: abort every call with an error (for testing failure handling).
         #[arg(long, hide = true)]
         faulty: bool,
+        /// Serve `GET /metrics` (Prometheus) and `GET /health` on this address.
+        #[arg(long, env = "DIST_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         security: Security,
+    },
+    /// Exit 0 when the process at ADDR answers `GET /health` with 200 within the timeout, 1
+    /// otherwise: a Docker `HEALTHCHECK` for the `FROM scratch` image (master or node metrics).
+    Health {
+        /// The HOST:PORT to ask (the registry, the gateway, or a `--metrics-listen` address).
+        #[arg(default_value = "127.0.0.1:3000")]
+        addr: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
     },
     /// Run a job from this process against a running cluster: the calls go to the nodes
     /// directly, routed by a router that follows the master's node list.
@@ -118,6 +151,9 @@ enum Role {
         /// The master's registry API, HOST:PORT.
         #[arg(long, env = "DIST_MASTER")]
         master: String,
+        /// Serve `GET /metrics` (Prometheus: this client's router) on this address.
+        #[arg(long, env = "DIST_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         security: Security,
         #[command(subcommand)]
@@ -131,26 +167,56 @@ struct Security {
     /// The cluster secret: the master requires it on its /v1 API; nodes present it there and
     /// require it of every caller (a handshake on each connection, before any call); the
     /// gateway and the client prove it. The gateway itself stays public.
-    #[arg(long, env = "DIST_SECRET", hide_env_values = true)]
+    #[arg(long, env = "DIST_SECRET", hide_env_values = true, global = true)]
     secret: Option<String>,
+    /// Read the cluster secret from this file (Docker secrets); its trailing newline is
+    /// dropped.
+    #[arg(
+        long,
+        env = "DIST_SECRET_FILE",
+        conflicts_with = "secret",
+        global = true
+    )]
+    secret_file: Option<std::path::PathBuf>,
     /// The cluster CA (PEM): turns TLS on; peers' certificates must chain to it.
-    #[arg(long, env = "DIST_TLS_CA")]
+    #[arg(long, env = "DIST_TLS_CA", global = true)]
     tls_ca: Option<std::path::PathBuf>,
     /// This member's certificate chain (PEM).
-    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca")]
+    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca", global = true)]
     tls_cert: Option<std::path::PathBuf>,
     /// This member's private key (PEM).
-    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<std::path::PathBuf>,
     /// Mutual TLS: require a certificate from the cluster CA of every client.
-    #[arg(long, env = "DIST_TLS_REQUIRE_CLIENT_CERT", requires = "tls_ca")]
+    #[arg(
+        long,
+        env = "DIST_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_ca",
+        global = true
+    )]
     tls_require_client_cert: bool,
     /// The name every node certificate carries (default: the node's host).
-    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca")]
+    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca", global = true)]
     tls_server_name: Option<String>,
 }
 
 impl Security {
+    /// The cluster secret, from `--secret` or read from `--secret-file`.
+    fn secret(&self) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.secret_file else {
+            return Ok(self.secret.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the secret file {}", path.display()))?;
+        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "the secret file {} is empty",
+            path.display()
+        );
+        Ok(Some(secret))
+    }
+
     fn files(&self) -> Option<TlsFiles> {
         Some(TlsFiles {
             ca: self.tls_ca.clone()?,
@@ -194,8 +260,17 @@ enum Job {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         concurrency: Option<u64>,
     },
-    /// Print the node set as a JSON line now and at every change, until interrupted.
-    Watch,
+    /// Print the node set as a JSON line now and at every change, until interrupted; with
+    /// `--events`, the master's membership events instead (join, leave, eviction, replacement,
+    /// moved, late, back), one JSON line each.
+    Watch {
+        /// Print membership events (from `GET /v1/events`) instead of node sets.
+        #[arg(long)]
+        events: bool,
+        /// With `--events`: start after this index (0: the master's whole bounded history).
+        #[arg(long, requires = "events")]
+        after: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -203,20 +278,24 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A client's stdout carries its output (the summary, JSON lines): its logs go to stderr, and
     // only warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
-    let client = matches!(cli.role, Role::Client { .. });
+    let client = matches!(cli.role, Role::Client { .. } | Role::Health { .. });
     let (writer, level) = if client {
         (BoxMakeWriter::new(std::io::stderr), "warn")
     } else {
         (BoxMakeWriter::new(std::io::stdout), "info")
     };
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(writer)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level)),
-        )
-        .init();
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     match cli.role {
+        Role::Health { addr, timeout_ms } => {
+            return health(&addr, Duration::from_millis(timeout_ms)).await;
+        }
         Role::Master {
             registry,
             gateway,
@@ -236,7 +315,8 @@ async fn main() -> anyhow::Result<()> {
             config.http.max_connections_per_ip =
                 usize::try_from(max_connections_per_ip).context("--max-connections-per-ip")?;
             config.http.idle_timeout = Duration::from_millis(idle_timeout_ms);
-            config.secret = security.secret.clone();
+            config.secret = security.secret()?;
+            config.metrics = Some(telemetry::render());
             if let Some(files) = security.files() {
                 config.http.tls = Some(files.server_config().context("registry TLS")?);
             }
@@ -264,8 +344,10 @@ async fn main() -> anyhow::Result<()> {
             node_max_connections_per_ip,
             sum_delay_ms,
             faulty,
+            metrics_listen,
             security,
         } => {
+            serve_metrics(metrics_listen.as_deref()).await?;
             let listener = TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -275,7 +357,7 @@ async fn main() -> anyhow::Result<()> {
             config.capacity = capacity;
             config.max_connections = max_connections as usize;
             config.max_connections_per_ip = node_max_connections_per_ip as usize;
-            config.secret = security.secret.clone();
+            config.secret = security.secret()?;
             if let Some(files) = security.files() {
                 config.tls = Some(NodeTls {
                     server: files.server_config().context("node TLS")?,
@@ -295,11 +377,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::Client {
             master,
+            metrics_listen,
             security,
             job,
         } => {
+            serve_metrics(metrics_listen.as_deref()).await?;
             let config = RemoteConfig {
-                secret: security.secret.clone(),
+                secret: security.secret()?,
                 router: RouterConfig {
                     tls: security.client_tls().context("client TLS")?,
                     ..RouterConfig::default()
@@ -312,10 +396,52 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `health`: one `GET /health`; an error (exit 1) unless it answers 200 in time.
+async fn health(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+    let url = if addr.contains("://") {
+        format!("{}/health", addr.trim_end_matches('/'))
+    } else {
+        format!("http://{addr}/health")
+    };
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
+    let status = http
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} does not answer"))?
+        .status();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}");
+    println!("{url}: {status}");
+    Ok(())
+}
+
+/// Serves `/metrics` on `addr`, when given.
+async fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+        telemetry::serve(listener);
+    }
+    Ok(())
+}
+
 /// Runs a client job and prints its summary (or, for `watch`, the node sets as JSON lines).
 async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Result<()> {
     let summary = match job {
-        Job::Watch => {
+        Job::Watch {
+            events: true,
+            after,
+        } => {
+            let events = distribution_master::remote::events_after(master, &config, after)?;
+            tokio::select! {
+                result = client::watch_events(events, std::io::stdout()) => result?,
+                _ = distribution_node::shutdown::signal() => {}
+            }
+            return Ok(());
+        }
+        Job::Watch { events: false, .. } => {
             let feed = distribution_master::remote::follow(master, &config).await?;
             tokio::select! {
                 result = client::watch(feed, std::io::stdout()) => result?,
@@ -344,4 +470,56 @@ async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Res
     };
     print!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn security_of(args: &[&str]) -> Security {
+        match Cli::try_parse_from(args).unwrap().role {
+            Role::Client { security, .. } | Role::Node { security, .. } => security,
+            _ => panic!("not a client or node"),
+        }
+    }
+
+    #[test]
+    fn security_flags_work_before_and_after_the_job() {
+        let before = ["demo", "client", "--master", "m:1", "--secret", "s", "sum"];
+        let after = ["demo", "client", "--master", "m:1", "sum", "--secret", "s"];
+        for args in [&before[..], &after[..]] {
+            assert_eq!(
+                security_of(args).secret().unwrap().as_deref(),
+                Some("s"),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_secret_file_gives_the_secret_without_its_newline() {
+        let path = std::env::temp_dir().join(format!("dist-secret-{}", std::process::id()));
+        std::fs::write(&path, "from-a-file\n").unwrap();
+        let file = path.to_str().unwrap();
+        let security = security_of(&["demo", "node", "--master", "m:1", "--secret-file", file]);
+        assert_eq!(security.secret().unwrap().as_deref(), Some("from-a-file"));
+        let both = [
+            "demo",
+            "node",
+            "--master",
+            "m:1",
+            "--secret",
+            "x",
+            "--secret-file",
+            file,
+        ];
+        assert!(Cli::try_parse_from(both).is_err(), "one or the other");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            security_of(&["demo", "node", "--master", "m:1", "--secret-file", file])
+                .secret()
+                .is_err()
+        );
+        let _ = std::fs::remove_file(&path);
+    }
 }

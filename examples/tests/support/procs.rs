@@ -127,3 +127,66 @@ pub async fn master_and_node(node_flags: &[&str]) -> (Proc, Proc, String) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts `distribution-demo node` with `--metrics-listen 127.0.0.1:0` and `extra` flags; returns
+/// it and the address its `/metrics` answers on (read from its log).
+pub fn start_node_with_metrics(registry: &str, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(DEMO)
+        .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("metrics listening") {
+                let _ = tx.send(line.clone());
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("node serves its metrics");
+    let addr = line.split("addr=").nth(1).unwrap();
+    let addr = addr.split_whitespace().next().unwrap().to_string();
+    (Proc(child), addr)
+}
+
+/// A fresh empty directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "dist-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for servers that cannot listen on port 0
+/// and report it (Prometheus, chromedriver).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether `program` can be run (found on `PATH`).
+pub fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}

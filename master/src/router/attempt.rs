@@ -34,6 +34,8 @@ pub(super) struct Plan {
     pub(super) budget: Duration,
     pub(super) attempt_timeout: Option<Duration>,
     pub(super) idempotent: bool,
+    /// The call's trace id, sent with every attempt: the node logs it too.
+    pub(super) trace: tarpc::trace::TraceId,
 }
 
 impl<C: ServiceClient> Router<C> {
@@ -61,6 +63,7 @@ impl<C: ServiceClient> Router<C> {
             let endpoint = in_flight.endpoint().clone();
             tried.push(endpoint.node.id.clone());
             let attempt = tried.len() as u32;
+            crate::observe::attempt(attempt);
             let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
             let result = self.attempt(&endpoint, plan, f).instrument(span).await;
             match result {
@@ -156,6 +159,7 @@ impl<C: ServiceClient> Router<C> {
         };
         let mut ctx = tarpc::context::current();
         ctx.deadline = plan.deadline;
+        ctx.trace_context.trace_id = plan.trace;
         let left = plan.deadline.saturating_duration_since(Instant::now());
         let (limit, limited_by_attempt) = match plan.attempt_timeout {
             Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),

@@ -173,7 +173,15 @@ impl<C: ServiceClient> Endpoint<C> {
 
     /// Counts a call as in flight until the returned guard is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight<C> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::observe::node_in_flight(&self.node.id, n);
+        if self
+            .ejection()
+            .until
+            .is_some_and(|until| until <= Instant::now())
+        {
+            metrics::counter!(crate::observe::ROUTER_PROBES).increment(1);
+        }
         InFlight {
             endpoint: self.clone(),
         }
@@ -217,6 +225,7 @@ impl<C: ServiceClient> Endpoint<C> {
         let pause = backoff.base.saturating_mul(1 << exp).min(backoff.max);
         let jitter = rand::rng().random_range(0.8..1.2);
         ejection.until = Some(Instant::now() + pause.mul_f64(jitter));
+        metrics::counter!(crate::observe::ROUTER_EJECTIONS).increment(1);
         tracing::warn!(node = %self.node, strikes = ejection.strikes, pause_ms = pause.as_millis() as u64, "node ejected from routing");
     }
 
@@ -383,7 +392,8 @@ impl<C> InFlight<C> {
 
 impl<C> Drop for InFlight<C> {
     fn drop(&mut self) {
-        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let n = self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
+        crate::observe::node_in_flight(&self.endpoint.node.id, n);
     }
 }
 

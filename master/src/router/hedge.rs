@@ -358,6 +358,7 @@ impl<C: ServiceClient> Router<C> {
     {
         let endpoint = in_flight.endpoint().clone();
         tried.push(endpoint.node.id.clone());
+        crate::observe::attempt(tried.len() as u32);
         let started = Instant::now();
         pending.push((endpoint.clone(), started));
         let span =

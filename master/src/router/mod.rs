@@ -361,6 +361,24 @@ impl<C: ServiceClient> Router<C> {
         F: Fn(C, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
+        let started = Instant::now();
+        let trace = crate::observe::trace_id();
+        let result = self.route_call(options, trace, f).await;
+        crate::observe::call_done(&result, started, trace);
+        result
+    }
+
+    /// The attempt loop of [`Router::call_with`]; every attempt carries trace id `trace`.
+    async fn route_call<T, F, Fut>(
+        &self,
+        options: CallOptions,
+        trace: tarpc::trace::TraceId,
+        f: F,
+    ) -> Result<Reply<T>, CallError>
+    where
+        F: Fn(C, Context) -> Fut,
+        Fut: Future<Output = Result<T, RpcError>>,
+    {
         let config = &self.shared.config;
         // tarpc's timers cannot hold deadlines beyond a couple of years (its tasks panic), and
         // `Instant + Duration::MAX` overflows: a longer deadline means "a year".
@@ -373,6 +391,7 @@ impl<C: ServiceClient> Router<C> {
             budget,
             attempt_timeout: options.attempt_timeout.or(config.attempt_timeout),
             idempotent: options.idempotent.unwrap_or(config.idempotent),
+            trace,
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
         self.routed(&options, &plan, attempts, &f).await

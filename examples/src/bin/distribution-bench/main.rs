@@ -57,6 +57,10 @@ pub struct Args {
     /// Smaller sizes and shorter runs: a smoke run of the benchmark itself, not figures to quote.
     #[arg(long)]
     pub quick: bool,
+    /// Do not install the metrics recorder (the libraries' recording is then a no-op), to see
+    /// what recording costs. By default the benchmark records, as the demo programs do.
+    #[arg(long)]
+    pub no_metrics: bool,
     /// The `distribution-demo` binary to run masters and nodes as processes (default: beside
     /// this binary).
     #[arg(long)]
@@ -112,6 +116,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.no_metrics {
+        println!("metrics recording: off (--no-metrics)");
+    } else {
+        distribution_examples::telemetry::install();
+        println!("metrics recording: on (metrics-exporter-prometheus recorder installed)");
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     report::print_machine();

@@ -1,0 +1,131 @@
+//! [`events`]: a master's membership events (its `GET /v1/events`) as a Rust stream, from any
+//! process, like Atomizer's event channel.
+//!
+//! The stream follows the server-sent events through outages: when the connection drops or the
+//! master is down it reconnects with a backoff (the remote caller's `retry_base` doubling to
+//! `retry_max`) and resumes with `Last-Event-ID`, so nothing within the master's bounded history
+//! ([`crate::events::HISTORY`]) is missed; a gap beyond it is logged. A restarted master (its
+//! index starts again from zero) sends its whole history. The background task stops when the
+//! stream is dropped.
+
+use std::time::Duration;
+
+use distribution_shared::backoff::Backoff;
+use distribution_shared::wire::MembershipEvent;
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, warn};
+
+use super::{ConnectError, RemoteConfig, nodes_url};
+
+/// How many received events wait for the reader before the connection is read no further.
+const BUFFER: usize = 256;
+
+/// The membership events of the master at `master` (`host:port` or `http://host:port`) from
+/// now on, as a stream that reconnects by itself (see the module docs). Fails at once only on an
+/// invalid address or TLS settings; an unreachable master is retried.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// use distribution_master::remote::{self, RemoteConfig};
+/// use futures::StreamExt;
+/// let mut events = remote::events("10.0.0.5:3000", &RemoteConfig::default())?;
+/// while let Some(event) = events.next().await {
+///     println!("{:?} {} {} ({})", event.kind, event.node, event.addr, event.reason);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn events(
+    master: &str,
+    config: &RemoteConfig,
+) -> Result<impl Stream<Item = MembershipEvent> + Send + 'static, ConnectError> {
+    events_after(master, config, None)
+}
+
+/// [`events`] resuming after index `after` (`Some(0)`: the master's whole bounded history).
+pub fn events_after(
+    master: &str,
+    config: &RemoteConfig,
+    after: Option<u64>,
+) -> Result<impl Stream<Item = MembershipEvent> + Send + 'static, ConnectError> {
+    let tls = config.effective_master_tls();
+    let mut url = nodes_url(master, tls.is_some())?;
+    let path = url.path().replace("/v1/nodes", "/v1/events");
+    url.set_path(&path);
+    let mut http = reqwest::Client::builder().connect_timeout(config.request_timeout);
+    if let Some(tls) = tls {
+        http = http.use_preconfigured_tls((*tls).clone());
+    }
+    let http = http.build().map_err(ConnectError::Client)?;
+    let config = config.clone().with_one_secret();
+    let (tx, rx) = mpsc::channel(BUFFER);
+    tokio::spawn(follow(http, url, config, after, tx));
+    Ok(ReceiverStream::new(rx))
+}
+
+/// Reads the event stream, reconnecting, until the receiver is dropped.
+async fn follow(
+    http: reqwest::Client,
+    url: reqwest::Url,
+    config: RemoteConfig,
+    mut last: Option<u64>,
+    tx: mpsc::Sender<MembershipEvent>,
+) {
+    let mut backoff = Backoff::new(config.retry_base, config.retry_max);
+    let mut outage = false;
+    loop {
+        let mut request = http.get(url.clone());
+        if let Some(secret) = &config.secret {
+            request = request.bearer_auth(secret);
+        }
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = tokio::select! {
+            _ = tx.closed() => return,
+            response = request.send() => response,
+        };
+        let failure = match response {
+            Ok(response) if response.status().is_success() => {
+                if outage {
+                    debug!(url = %url, "event stream back");
+                    outage = false;
+                }
+                backoff.reset();
+                let mut events = response.bytes_stream().eventsource();
+                loop {
+                    let next = tokio::select! {
+                        _ = tx.closed() => return,
+                        next = events.next() => next,
+                    };
+                    let Some(Ok(message)) = next else { break };
+                    if message.event == "lost" {
+                        warn!(url = %url, "events were lost: the master's history no longer holds them");
+                        continue;
+                    }
+                    let Ok(event) = serde_json::from_str::<MembershipEvent>(&message.data) else {
+                        continue; // a kind this version does not know
+                    };
+                    last = Some(event.index);
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                "the stream ended".to_owned()
+            }
+            Ok(response) => format!("the master answered {}", response.status()),
+            Err(err) => err.to_string(),
+        };
+        if !outage {
+            warn!(url = %url, error = %failure, "event stream interrupted; reconnecting");
+            outage = true;
+        }
+        let pause: Duration = backoff.next_pause();
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
