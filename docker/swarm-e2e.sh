@@ -10,7 +10,7 @@
 #   1 swarm          swarm mode active (initialised here if it was not)
 #   2 deploy         `docker stack deploy` (local image, `--resolve-image never`); master answers
 #   3 wait-3         the master lists 3 nodes (they found `master` by Swarm's DNS)
-#   4 sum-parallel   50 parallel /sum through the routing mesh, every answer exact, >= 2 nodes
+#   4 sum-parallel   50 parallel /sum through the gateway, every answer exact, >= 2 nodes
 #   5 palindrom      /palindrom?n=10000000 counts 6536
 #   6 scale-6        `docker service scale node=6` under load: 6 listed, no failed request
 #   7 scale-2        scale to 2 under load (SIGTERM, drain): 2 listed, no failed request
@@ -18,8 +18,9 @@
 #                    listed, no failed request
 #   9 kill-master    a remote caller (`distribution-demo client sum`, a container on the overlay
 #                    network) calls the nodes while the master container is SIGKILLed: Swarm
-#                    starts a new master, every node is listed again within E2E_RELIST_BOUND_S
-#                    (3) of the new master answering, and the caller's job ends with no failed call
+#                    starts a new master at a new address, every node is listed again within
+#                    E2E_RELIST_BOUND_S (3) of the new master answering (they resolved `master`
+#                    again), and the caller's job ends with no failed call
 #
 # Knobs (environment): E2E_STACK, DIST_IMAGE, E2E_TTL_MS (3000), E2E_HEARTBEAT_MS (1000),
 # E2E_SUM_DELAY_MS (50), E2E_RUST_LOG (info), E2E_LOAD_MAX_REQUESTS (4000),
@@ -57,6 +58,7 @@ LOAD_PID=""
 STARTED=0
 DEPLOYED=0
 INITIALISED=0
+GWBRIDGE_BEFORE=1
 T_ALL=$EPOCHREALTIME
 
 log() { printf '%s\n' "$*"; }
@@ -113,6 +115,8 @@ step_swarm() {
         log "    swarm state '$state': neither active nor inactive, not touched"
         return 1
     fi
+    # Swarm mode creates the bridge `docker_gwbridge`, which outlives `swarm leave`.
+    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_BEFORE=0
     # Without --advertise-addr the engine picks its address; with several interfaces it asks for
     # one, and a single-node swarm is content with the loopback.
     if docker swarm init >"$WORK/init.log" 2>&1 ||
@@ -131,7 +135,7 @@ step_deploy() {
     DEPLOYED=1
     docker stack deploy --resolve-image never -c "$STACK_FILE" "$STACK" 2>&1 | indent
     [[ ${PIPESTATUS[0]} == 0 ]] || return 1
-    log "    deployed in $(since "$t0")s; waiting for the master through the routing mesh"
+    log "    deployed in $(since "$t0")s; waiting for the master's published port"
     py wait-health "$REGISTRY" 60 || return 1
     log "    master answers $(since "$t0")s after the deploy"
 }
@@ -193,7 +197,7 @@ step_kill_node() {
 }
 
 step_kill_master() {
-    local t0 t_back master n calls rc=0 caller_rc
+    local t0 t_back master old_ip n calls rc=0 caller_rc
     n=$(running_nodes | wc -l)
     master=$(containers master --filter status=running | head -n 1)
     [[ -n "$master" ]] || { log "    no running master container"; return 1; }
@@ -212,11 +216,13 @@ step_kill_master() {
         return 1
     fi
     t0=$(now)
+    old_ip=$(container_ip "$master")
     docker kill --signal KILL "$master" >/dev/null || return 1
-    log "    SIGKILLed master container ${master:0:12}; expecting $n node(s) listed again"
+    log "    SIGKILLed master container ${master:0:12} ($old_ip); expecting $n node(s) listed again"
     py wait-health "$REGISTRY" "${E2E_MASTER_BACK_BOUND_S:-60}" || rc=1
     t_back=$(now)
-    log "    a new master answers $(since "$t0")s after the kill"
+    master=$(containers master --filter status=running | head -n 1)
+    log "    a new master (${master:0:12}, $(container_ip "$master")) answers $(since "$t0")s after the kill"
     py wait-count "$REGISTRY" "$n" "$RELIST_BOUND_S" "$t_back" || rc=1
     if [[ "$(docker inspect -f '{{.State.Running}}' "$CALLER")" == true ]]; then
         log "    the remote caller was still calling when the nodes were listed again"
@@ -252,6 +258,9 @@ teardown() {
     fi
     if [[ "$INITIALISED" == 1 ]]; then
         docker swarm leave --force 2>&1 | indent
+        if [[ "$GWBRIDGE_BEFORE" == 0 ]]; then
+            docker network rm docker_gwbridge >/dev/null 2>&1
+        fi
         log "    left swarm mode (this script had initialised it)"
     fi
 }
@@ -326,7 +335,7 @@ if [[ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" == activ
         "docker stack rm $STACK" >&2
     exit 1
 fi
-# Published ports of the routing mesh listen on every interface; only 127.0.0.1 is used here.
+# The master's ports are published on the host (every interface); only 127.0.0.1 is used here.
 read -r REGISTRY_PORT GATEWAY_PORT < <(py free-ports 2)
 export DIST_REGISTRY_PORT=$REGISTRY_PORT DIST_GATEWAY_PORT=$GATEWAY_PORT
 REGISTRY="http://127.0.0.1:$REGISTRY_PORT"
