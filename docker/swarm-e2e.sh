@@ -225,9 +225,9 @@ step_kill_master() {
     log "    a new master (${master:0:12}, $(container_ip "$master")) answers $(since "$t0")s after the kill"
     py wait-count "$REGISTRY" "$n" "$RELIST_BOUND_S" "$t_back" || rc=1
     if [[ "$(docker inspect -f '{{.State.Running}}' "$CALLER")" == true ]]; then
-        log "    the remote caller was still calling when the nodes were listed again"
+        log "    the remote caller was still calling at that point"
     else
-        log "    note: the remote caller ended before the nodes were listed again (raise E2E_CALLER_CALLS)"
+        log "    note: the remote caller had ended by then (raise E2E_CALLER_CALLS)"
     fi
     caller_rc=$(timeout 120 docker wait "$CALLER") || caller_rc=timeout
     log "    remote caller: exit $caller_rc; its summary:"
