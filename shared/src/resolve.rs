@@ -2,11 +2,14 @@
 //! (node → master, remote caller → master, router → node).
 //!
 //! Why not the operating system's resolver: the demo image is one static glibc binary in an empty
-//! (`FROM scratch`) image, and static glibc cannot load the NSS modules its DNS lookups need, so
-//! `getaddrinfo` there sees `/etc/hosts` only — never Docker's, Swarm's or Kubernetes' DNS, where
-//! service names are the only stable addresses. This resolver is pure Rust (`hickory-resolver`):
-//! it reads `/etc/resolv.conf` (name servers, search domains, `ndots`) and `/etc/hosts` itself,
-//! and asks the name servers over UDP/TCP from tokio.
+//! (`FROM scratch`) image, with no `/etc/nsswitch.conf` and no NSS modules. What `getaddrinfo`
+//! does there depends on the libc the binary was linked with: glibc 2.34 and later carry their
+//! `dns` and `files` modules inside, so a static build reaches Docker's DNS (Debian 12's 2.36,
+//! which builds the image, does); older glibc sees `/etc/hosts` only, and other libcs differ
+//! again. Each lookup also blocks a thread. This resolver is pure Rust (`hickory-resolver`): it
+//! reads `/etc/resolv.conf` (name servers, search domains, `ndots`) and `/etc/hosts` itself, asks
+//! the name servers over UDP/TCP from tokio, behaves the same whatever the libc, bounds how long
+//! an answer is reused, and can be pointed at a test's own DNS server.
 //!
 //! - **IP literals** (`10.0.0.5:3000`, `[::1]:3000`) never touch DNS: they are parsed, that's all.
 //! - **Re-resolved on every connection**: nothing here keeps an address. Answers are cached for
