@@ -3,15 +3,23 @@
 //!
 //! Plain text by default, JSON with `Accept: application/json`. Bad input gets a `400` with a
 //! message; a cluster that cannot answer gets `503` (no node), `504` (deadline) or `502`.
+//!
+//! Both computations are pure, so their calls are idempotent and hedged (backup requests, see
+//! `distribution_master::HedgePolicy`): a node that pauses costs a caller a few milliseconds,
+//! not an attempt timeout. `/sum` sends its backup after the router's recent 99th percentile
+//! (at least [`SUM_HEDGE_FLOOR`]); a palindrome chunk, whose work grows with its size, after
+//! [`chunk_hedge_delay`]. The budget and the ejection of a node that keeps losing the races are
+//! the router's (its `RouterConfig::hedge`, or the defaults).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router as HttpRouter};
-use distribution_master::{CallError, CallOptions, NodeRef, Router, ScatterOptions};
+use distribution_master::{CallError, CallOptions, HedgeDelay, NodeRef, Router, ScatterOptions};
 use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};
@@ -19,7 +27,21 @@ use crate::service::{CalcClient, SumError, palindromes_answer};
 
 /// How long one node may take to answer a `/sum` before the gateway tries another: well above
 /// the demo's simulated delay (1 s in the Go original), well below the 10 s deadline.
-pub const SUM_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const SUM_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The shortest hedge delay of a `/sum`: its backup goes after the router's recent 99th
+/// percentile of `/sum` latencies, never sooner than this.
+pub const SUM_HEDGE_FLOOR: Duration = Duration::from_millis(10);
+
+/// The hedge delay of a palindrome chunk of `len` numbers: 250 ms plus 20 ms per 2^20 numbers,
+/// about eight times the measured work on one core (2.4 ns a number, BENCHMARKS.md), which leaves
+/// room for the two chunks a node runs at once sharing a core and for a busy machine: only a
+/// chunk whose node is far behind (paused, or several times slower than the others) is counted
+/// twice. A chunk of 2.5·10^8 numbers (about 0.6 s of work) gets its backup after 5 s, instead of
+/// waiting for a paused node until its 120 s deadline.
+pub fn chunk_hedge_delay(len: u64) -> Duration {
+    Duration::from_millis(250) + Duration::from_millis((len >> 20).saturating_mul(20))
+}
 
 /// The most values one `/sum` accepts.
 pub const MAX_VALUES: usize = 10_000;
@@ -130,10 +152,15 @@ async fn sum(
         }
     };
     let sent = values.clone();
-    // Sums are pure, so the call is idempotent: retried elsewhere if a node aborts, leaves, or
-    // does not answer within SUM_ATTEMPT_TIMEOUT (a hung or cut-off node).
+    // Sums are pure, so the call is idempotent: hedged on another node when its node is slower
+    // than usual, and retried elsewhere if a node aborts, leaves, or does not answer within
+    // SUM_ATTEMPT_TIMEOUT (a hung or cut-off node, when the budget allows no backup).
     let options = CallOptions {
         attempt_timeout: Some(SUM_ATTEMPT_TIMEOUT),
+        hedge: Some(HedgeDelay::Percentile {
+            percentile: 99.0,
+            floor: SUM_HEDGE_FLOOR,
+        }),
         ..CallOptions::default().idempotent()
     };
     let reply = router
@@ -171,9 +198,14 @@ async fn palindrom(
     let parts = palindrome::chunks(n, router.len());
     let chunk_count = parts.len();
     // A chunk of 2^33 / 8 numbers takes about a second per core; leave room for slow machines.
-    // Counting is pure, so chunks are idempotent: retried elsewhere if a node aborts or hangs.
+    // Counting is pure, so chunks are idempotent: retried elsewhere if a node aborts, and
+    // hedged when their node is far behind (the chunks are of equal size, give or take one).
+    let largest = parts.iter().map(|(a, b)| b - a + 1).max().unwrap_or(0);
     let options = ScatterOptions {
-        call: CallOptions::deadline(std::time::Duration::from_secs(120)).idempotent(),
+        call: CallOptions {
+            hedge: Some(HedgeDelay::Fixed(chunk_hedge_delay(largest))),
+            ..CallOptions::deadline(Duration::from_secs(120)).idempotent()
+        },
         ..ScatterOptions::default()
     };
     let replies = router
@@ -223,6 +255,18 @@ mod tests {
         assert!(parse_values("").is_err());
         assert!(parse_values("99999999999999999999").is_err());
         assert!(parse_values(&vec!["1"; MAX_VALUES + 1].join(",")).is_err());
+    }
+
+    #[test]
+    fn chunk_hedge_delays_grow_with_the_work() {
+        assert_eq!(chunk_hedge_delay(0), Duration::from_millis(250));
+        assert_eq!(chunk_hedge_delay(1 << 20), Duration::from_millis(270));
+        // The largest chunk (2^33 on one node: 8 chunks of 2^30) waits about 20 s.
+        assert_eq!(
+            chunk_hedge_delay(1 << 30),
+            Duration::from_millis(250 + 20 * 1024)
+        );
+        assert_eq!(chunk_hedge_delay(u64::MAX), chunk_hedge_delay(u64::MAX - 1));
     }
 
     #[test]

@@ -8,18 +8,17 @@
 //! The figure checked is the node process's CPU time (utime + stime of `/proc/<pid>/stat`) in a
 //! window that starts one second after the callers gave up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use distribution_examples::service::CalcClient;
 use distribution_shared::defaults::MAX_FRAME_LEN;
 use distribution_shared::transport;
-use distribution_shared::wire::NodeList;
 use tarpc::context;
 use tokio::net::TcpStream;
 
 mod support;
 
-use support::procs::{Proc, start_master, start_node};
+use support::procs::{Proc, master_and_node};
 
 /// A count no call finishes: 2^40 numbers.
 const HUGE: u64 = 1 << 40;
@@ -47,25 +46,7 @@ fn cpu_time(pid: u32) -> Duration {
 }
 
 async fn cluster() -> (Proc, Proc, CalcClient) {
-    let (master, registry, _) = start_master(200, &[]);
-    let node = start_node(&registry, &[]);
-    let started = Instant::now();
-    let addr = loop {
-        let list: NodeList = reqwest::get(format!("http://{registry}/v1/nodes"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(found) = list.nodes.first() {
-            break found.addr.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "node registers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (master, node, addr) = master_and_node(&[]).await;
     let tcp = TcpStream::connect(&addr).await.unwrap();
     let client = CalcClient::new(
         tarpc::client::Config::default(),

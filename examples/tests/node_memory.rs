@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use distribution_examples::service::{CalcClient, CalcRequest, CalcResponse};
 use distribution_shared::defaults::MAX_FRAME_LEN;
 use distribution_shared::transport;
-use distribution_shared::wire::NodeList;
 use futures::{SinkExt, StreamExt};
 use tarpc::{ClientMessage, Request, Response, context};
 use tokio::net::TcpStream;
 
 mod support;
 
-use support::procs::{Proc, start_master, start_node};
+use support::procs::master_and_node;
 
 /// How much the node's peak resident memory may grow under one hostile connection.
 const GROWTH_BOUND_KIB: u64 = 64 * 1024;
@@ -39,29 +38,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
-/// A master and one node process; the node's tarpc address.
-async fn cluster() -> (Proc, Proc, String) {
-    let (master, registry, _) = start_master(200, &[]);
-    let node = start_node(&registry, &[]);
-    let started = Instant::now();
-    loop {
-        let list: NodeList = reqwest::get(format!("http://{registry}/v1/nodes"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(found) = list.nodes.first() {
-            return (master, node, found.addr.clone());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "node registers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn sum_request(id: u64) -> ClientMessage<CalcRequest> {
@@ -95,7 +71,7 @@ async fn assert_serving(addr: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_pipelines_and_never_reads_cannot_grow_the_node() {
-    let (_master, node, addr) = cluster().await;
+    let (_master, node, addr) = master_and_node(&[]).await;
     let pid = node.0.id();
     let before = status_kib(pid, "VmRSS:");
     let tcp = TcpStream::connect(&addr).await.unwrap();
@@ -129,7 +105,7 @@ async fn a_client_that_pipelines_and_never_reads_cannot_grow_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_pipelines_a_million_requests_and_reads_stays_bounded() {
-    let (_master, node, addr) = cluster().await;
+    let (_master, node, addr) = master_and_node(&[]).await;
     let pid = node.0.id();
     let before = status_kib(pid, "VmRSS:");
     let tcp = TcpStream::connect(&addr).await.unwrap();

@@ -46,7 +46,13 @@ async fn a_node_killed_mid_run_costs_no_call() {
         node(&master, Duration::from_millis(20)).await,
         node(&master, Duration::from_millis(20)).await,
     ];
-    let router = router(&master, 3, RouterConfig::default()).await;
+    // A long first ejection, so that the check at the end still finds the victim ejected
+    // however long the run took after the kill.
+    let config = RouterConfig {
+        eject_base: Duration::from_secs(30),
+        ..RouterConfig::default()
+    };
+    let router = router(&master, 3, config).await;
     let victim = nodes.remove(0);
     let victim_id = victim.id().to_string();
     let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();

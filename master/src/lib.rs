@@ -45,7 +45,7 @@ pub use membership::{LoadReport, Member, Membership};
 pub use registry::Registry;
 pub use remote::{ConnectError, RemoteConfig};
 pub use router::{
-    CallError, CallHandle, CallOptions, NodeRef, NodeStats, Reply, Router, RouterConfig,
-    ScatterError, ScatterOptions,
+    CallError, CallHandle, CallOptions, HedgeDelay, HedgePolicy, HedgeStats, NodeRef, NodeStats,
+    Reply, Router, RouterConfig, ScatterError, ScatterOptions,
 };
 pub use server::Master;

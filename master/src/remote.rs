@@ -520,14 +520,17 @@ impl Watcher {
         if !in_grace {
             self.grace_until = None;
         } else {
+            // Linear: one set of the listed ids, one pass over the kept view, one sort.
+            let listed: std::collections::HashSet<&str> = members.iter().map(|m| &*m.id).collect();
             let missing: Vec<Member> = self
                 .members
                 .iter()
-                .filter(|old| !members.iter().any(|m| m.id == old.id))
+                .filter(|old| !listed.contains(&*old.id))
                 .cloned()
                 .collect();
+            drop(listed);
             members.extend(missing);
-            members.sort_by(|a, b| a.id.cmp(&b.id));
+            members.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         }
         self.loads = members
             .iter()

@@ -38,6 +38,15 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     /// How many callers' connections the node serves at once. Default 1024.
     pub max_connections: usize,
+    /// How many of those one peer IP may hold at once; more are closed as soon as accepted.
+    /// Default 512 (`defaults::MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// How long a connection may stay silent (no byte either way) with no call running before
+    /// the node closes it. Default 5 min (`defaults::NODE_IDLE_TIMEOUT`): routers keep one
+    /// connection per node for as long as they use it and drop it themselves after
+    /// `defaults::ROUTER_IDLE_CLOSE` (4 min) without calls, so only abandoned or silent
+    /// connections meet this limit.
+    pub idle_timeout: Duration,
     /// How many requests one connection may have unanswered at once (running, or answered but
     /// not yet written because the caller does not read). At the limit the node stops reading
     /// that connection until answers go out, and a request beyond it is refused at once as at
@@ -71,6 +80,8 @@ impl NodeConfig {
             heartbeat_interval: defaults::HEARTBEAT_INTERVAL,
             secret: None,
             max_connections: 1024,
+            max_connections_per_ip: defaults::MAX_CONNECTIONS_PER_IP,
+            idle_timeout: defaults::NODE_IDLE_TIMEOUT,
             max_calls_per_connection: None,
             cpu_threads: crate::work::default_threads(),
             tls: None,
@@ -112,6 +123,8 @@ impl std::fmt::Debug for NodeConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("idle_timeout", &self.idle_timeout)
             .field("max_calls_per_connection", &self.max_calls_per_connection)
             .field("cpu_threads", &self.cpu_threads)
             .field("tls", &self.tls.is_some())

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use distribution_shared::backoff::Backoff;
+use distribution_shared::listener::{IdleStream, PeerLimits};
 use distribution_shared::stream::{self, Stream};
 use distribution_shared::tokio_rustls::TlsAcceptor;
 use distribution_shared::transport;
@@ -229,55 +231,63 @@ impl Lifecycle {
         F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
         let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
+        let peers = PeerLimits::new(self.config.max_connections_per_ip);
         let acceptor = self
             .config
             .tls
             .as_ref()
             .map(|tls| TlsAcceptor::from(tls.server.clone()));
         let gate = Gate::new(&self.config, self.load.clone());
+        let limits = ConnectionLimits {
+            max_frame_len: self.config.max_frame_len,
+            max_calls: self.config.calls_per_connection(),
+            idle_timeout: self.config.idle_timeout,
+        };
         loop {
             // At the connection limit, stop accepting until a connection closes: excess callers
             // wait in the listen backlog instead of costing memory here.
             let slot = slots.clone().acquire_owned().await.expect("never closed");
-            match listener.accept().await {
-                Ok((tcp, peer)) => {
-                    backoff = Duration::from_millis(10);
-                    debug!(%peer, "caller connected");
-                    let (acceptor, service, kill) =
-                        (acceptor.clone(), service.clone(), self.kill.clone());
-                    let limits = ConnectionLimits {
-                        max_frame_len: self.config.max_frame_len,
-                        max_calls: self.config.calls_per_connection(),
-                    };
-                    let gate = gate.clone();
-                    connections.spawn(async move {
-                        let _slot = slot;
-                        match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
-                            Ok(mut stream) => {
-                                // With a secret, no tarpc frame is read before the caller
-                                // proves it; a refused caller is dropped here (and a stopping
-                                // node does not wait for a handshake in progress).
-                                if let Some(gate) = &gate {
-                                    let admit = gate.admit(&mut stream, peer);
-                                    if kill.run_until_cancelled(admit).await != Some(true) {
-                                        return;
-                                    }
-                                }
-                                serve_connection(stream, limits, service, kill).await
-                            }
-                            Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
-                        }
-                    });
-                }
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %err, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    tokio::time::sleep(backoff.next_pause()).await;
+                    continue;
                 }
-            }
+            };
+            backoff.reset();
+            // One peer IP holds at most its share of the slots; beyond it, closed at once.
+            let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
+                continue;
+            };
+            debug!(%peer, "caller connected");
+            let (acceptor, service, kill, gate) = (
+                acceptor.clone(),
+                service.clone(),
+                self.kill.clone(),
+                gate.clone(),
+            );
+            connections.spawn(async move {
+                let _slots = (slot, peer_slot);
+                match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
+                    Ok(mut stream) => {
+                        // With a secret, no tarpc frame is read before the caller proves it; a
+                        // refused caller is dropped here (and a stopping node does not wait for a
+                        // handshake in progress).
+                        if let Some(gate) = &gate {
+                            let admit = gate.admit(&mut stream, peer);
+                            if kill.run_until_cancelled(admit).await != Some(true) {
+                                return;
+                            }
+                        }
+                        serve_connection(stream, limits, service, kill).await
+                    }
+                    Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
+                }
+            });
         }
     }
 
@@ -313,6 +323,9 @@ struct ConnectionLimits {
     max_frame_len: usize,
     /// Requests read and not yet answered (see [`NodeConfig::max_calls_per_connection`]).
     max_calls: usize,
+    /// How long the connection may stay silent with no call running
+    /// ([`NodeConfig::idle_timeout`]).
+    idle_timeout: Duration,
 }
 
 /// Serves one caller's connection until it closes or the node is killed. Each request runs in
@@ -335,6 +348,8 @@ async fn serve_connection<Req, Resp, F, Fut>(
     F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
+    let stream = IdleStream::new(stream);
+    let activity = stream.activity().clone();
     let transport = transport::server_framed::<_, Req, Resp>(stream, limits.max_frame_len);
     let requests = BaseChannel::with_defaults(transport)
         .max_concurrent_requests(limits.max_calls)
@@ -342,12 +357,18 @@ async fn serve_connection<Req, Resp, F, Fut>(
     let calls = TaskTracker::new();
     let serve = requests.for_each(|call| {
         let kill = kill.clone();
+        // A call running is activity, however long it stays silent.
+        let busy = activity.busy();
         calls.spawn(async move {
             kill.run_until_cancelled(call).await;
+            drop(busy);
         });
         async {}
     });
-    kill.run_until_cancelled(serve).await;
+    tokio::select! {
+        _ = kill.run_until_cancelled(serve) => {}
+        _ = activity.idle(limits.idle_timeout) => debug!("idle connection closed"),
+    }
     calls.close();
     calls.wait().await;
 }

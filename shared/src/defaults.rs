@@ -59,3 +59,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// (many nodes behind one NAT, a load test from one machine) needs it raised; one host alone can
 /// then take an eighth of the registry's 4096 connections, never all of them.
 pub const MAX_CONNECTIONS_PER_IP: usize = 512;
+
+/// How long a connection to a node's tarpc port may stay silent with no call running before the
+/// node closes it: 5 min. Longer than [`ROUTER_IDLE_CLOSE`], so that a router always drops an idle
+/// connection itself before the node does (a call never meets a connection the node just closed).
+pub const NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// How long a router keeps a connection to a node that carried no call: 4 min. The next call
+/// after that dials afresh (see [`NODE_IDLE_TIMEOUT`]).
+pub const ROUTER_IDLE_CLOSE: Duration = Duration::from_secs(4 * 60);

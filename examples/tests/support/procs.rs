@@ -102,3 +102,28 @@ pub fn start_node(registry: &str, extra: &[&str]) -> Proc {
         .unwrap();
     Proc(child)
 }
+
+/// A master process and one node process registered with it; the node's tarpc address (read
+/// from the master's list, waiting at most 20 s).
+pub async fn master_and_node(node_flags: &[&str]) -> (Proc, Proc, String) {
+    let (master, registry, _) = start_master(200, &[]);
+    let node = start_node(&registry, node_flags);
+    let started = std::time::Instant::now();
+    loop {
+        let list: distribution_shared::wire::NodeList =
+            reqwest::get(format!("http://{registry}/v1/nodes"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        if let Some(found) = list.nodes.first() {
+            return (master, node, found.addr.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node registers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -36,12 +36,20 @@ pub(crate) struct Endpoint<C> {
     load: ArcSwap<LoadReport>,
     in_flight: AtomicU32,
     served: AtomicU64,
+    /// Backup requests sent to the node, and calls on it that a backup elsewhere outran.
+    backups: AtomicU64,
+    outrun: AtomicU64,
     /// The report sequence number last seen by [`Endpoint::score`], and this router's own count
     /// of calls in flight at that moment.
     report_seen: AtomicU64,
     own_at_report: AtomicU32,
     conn: Mutex<Option<(u64, C)>>,
     generation: AtomicU64,
+    /// When the connection last carried a call (ms since `born`), and how long it may go unused
+    /// before this router drops it (see `defaults::ROUTER_IDLE_CLOSE`).
+    last_used: AtomicU64,
+    born: Instant,
+    idle_close: Duration,
     /// The dial in progress, shared by every call waiting for a connection.
     dialling: Mutex<Option<Dial<C>>>,
     ejection: Mutex<Ejection>,
@@ -56,6 +64,8 @@ struct Ejection {
     strikes: u32,
     /// Consecutive calls the node aborted, for failure accrual.
     errors: u32,
+    /// Consecutive calls on the node that a backup on another node outran (`hedge.rs`).
+    slow: u32,
 }
 
 /// A dial in progress: its outcome, cloned to every call that waits for it.
@@ -69,7 +79,8 @@ pub(crate) struct Backoff {
 }
 
 impl<C: ServiceClient> Endpoint<C> {
-    pub(crate) fn new(member: &Member) -> Self {
+    /// The endpoint of `member`; its connection is dropped after `idle_close` without calls.
+    pub(crate) fn new(member: &Member, idle_close: Duration) -> Self {
         Self {
             node: NodeRef {
                 id: member.id.clone(),
@@ -78,11 +89,16 @@ impl<C: ServiceClient> Endpoint<C> {
             load: ArcSwap::new(member.load.clone()),
             in_flight: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            backups: AtomicU64::new(0),
+            outrun: AtomicU64::new(0),
             report_seen: AtomicU64::new(u64::MAX),
             own_at_report: AtomicU32::new(0),
             conn: Mutex::new(None),
             generation: AtomicU64::new(0),
             dialling: Mutex::new(None),
+            last_used: AtomicU64::new(0),
+            born: Instant::now(),
+            idle_close,
             ejection: Mutex::new(Ejection::default()),
             removed: CancellationToken::new(),
         }
@@ -217,10 +233,46 @@ impl<C: ServiceClient> Endpoint<C> {
         }
     }
 
+    /// Counts a call on the node that a backup request on another node outran; `threshold` in
+    /// a row eject the node (0: never), and so does one while it is on probation (ejected before
+    /// and not answered since). The connection is kept: it is not known to be broken.
+    pub(crate) fn record_slow(&self, threshold: u32, backoff: Backoff) {
+        self.outrun.fetch_add(1, Ordering::Relaxed);
+        let eject = {
+            let mut ejection = self.ejection();
+            ejection.slow = ejection.slow.saturating_add(1);
+            let eject = threshold != 0 && (ejection.slow >= threshold || ejection.strikes != 0);
+            if eject {
+                ejection.slow = 0;
+            }
+            eject
+        };
+        if eject {
+            tracing::info!(node = %self.node, "node outrun by backup requests");
+            self.mark_failed(None, backoff);
+        }
+    }
+
+    /// Counts a backup request sent to the node.
+    pub(crate) fn count_backup(&self) {
+        self.backups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Backup requests sent to the node.
+    pub(crate) fn backups(&self) -> u64 {
+        self.backups.load(Ordering::Relaxed)
+    }
+
+    /// Calls on the node that a backup elsewhere outran.
+    pub(crate) fn outrun(&self) -> u64 {
+        self.outrun.load(Ordering::Relaxed)
+    }
+
     /// Clears the failure record after a call succeeded.
     pub(crate) fn mark_ok(&self) {
         let mut ejection = self.ejection();
         ejection.errors = 0;
+        ejection.slow = 0;
         if ejection.strikes != 0 {
             tracing::info!(node = %self.node, "node back in routing");
             *ejection = Ejection::default();
@@ -293,8 +345,18 @@ impl<C: ServiceClient> Endpoint<C> {
         outcome
     }
 
+    /// The live connection, unless it went unused for `idle_close`: then it is dropped (calls
+    /// still running on it keep it until they end) and the caller dials afresh, before the node's
+    /// own idle timeout (longer) could close it under a call.
     fn cached(&self) -> Option<(u64, C)> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_used.swap(now, Ordering::Relaxed);
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_some() && Duration::from_millis(now.saturating_sub(last)) > self.idle_close {
+            tracing::debug!(node = %self.node, "dropping a connection unused for too long");
+            *conn = None;
+        }
+        conn.clone()
     }
 
     fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
@@ -328,6 +390,7 @@ impl<C> Drop for InFlight<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distribution_shared::defaults;
 
     #[tarpc::service]
     trait Echo {
@@ -336,11 +399,14 @@ mod tests {
     distribution_shared::service_client!(EchoClient);
 
     fn endpoint() -> Endpoint<EchoClient> {
-        Endpoint::new(&Member {
-            id: "a".into(),
-            addr: "127.0.0.1:1".into(),
-            load: Arc::new(LoadReport::default()),
-        })
+        Endpoint::new(
+            &Member {
+                id: "a".into(),
+                addr: "127.0.0.1:1".into(),
+                load: Arc::new(LoadReport::default()),
+            },
+            defaults::ROUTER_IDLE_CLOSE,
+        )
     }
 
     const BACKOFF: Backoff = Backoff {
@@ -380,5 +446,36 @@ mod tests {
         assert!(e.takes_calls(Instant::now()));
         assert_eq!(e.ejection().strikes, 0);
         assert!(!e.is_ejected(Instant::now()));
+    }
+
+    #[test]
+    fn three_slow_strikes_in_a_row_eject_and_one_on_probation_ejects_again() {
+        let e = Arc::new(endpoint());
+        // Two lost races, then an answer: the record is cleared.
+        e.record_slow(3, BACKOFF);
+        e.record_slow(3, BACKOFF);
+        e.mark_ok();
+        e.record_slow(3, BACKOFF);
+        e.record_slow(3, BACKOFF);
+        assert!(!e.is_ejected(Instant::now()), "two in a row are not enough");
+        e.record_slow(3, BACKOFF);
+        assert!(e.is_ejected(Instant::now()), "the third in a row ejects");
+        assert_eq!(e.ejection().strikes, 1);
+        // The other calls of the incident add nothing.
+        for _ in 0..10 {
+            e.record_slow(3, BACKOFF);
+        }
+        assert_eq!(e.ejection().strikes, 1);
+        assert_eq!(e.outrun(), 15);
+        // After the pause, a probe that loses its race ejects again at once, for longer.
+        e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
+        e.record_slow(3, BACKOFF);
+        assert_eq!(e.ejection().strikes, 2);
+        // 0: never.
+        let never = endpoint();
+        for _ in 0..10 {
+            never.record_slow(0, BACKOFF);
+        }
+        assert!(!never.is_ejected(Instant::now()));
     }
 }

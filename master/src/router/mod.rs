@@ -12,17 +12,23 @@
 //!   the master to evict it;
 //! - **sync and async**: [`Router::call`] awaits the reply; [`Router::spawn`] returns a
 //!   [`CallHandle`] to await later (dropping it cancels the call);
+//! - **backup requests** (opt-in, [`RouterConfig::hedge`]): an idempotent call with no answer
+//!   after a delay is sent to a second node too, within a budget; a node that keeps losing
+//!   these races is ejected like a failed one (`hedge.rs`);
 //! - **scatter/gather**: [`Router::scatter`] runs many items with bounded concurrency and returns
 //!   the results in order.
 //!
 //! Calls are retried only when the connection failed, which may happen after the node received
 //! the request: a routed call must therefore be idempotent (at-least-once delivery).
 
+mod attempt;
 mod endpoint;
 mod error;
 mod handle;
+mod hedge;
 mod pick;
 mod scatter;
+mod window;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,7 +37,6 @@ use std::time::{Duration, Instant};
 
 use distribution_shared::handshake::Key;
 use distribution_shared::tls::ClientTls;
-use distribution_shared::wire::{AT_CAPACITY, THROTTLED};
 use distribution_shared::{ServiceClient, defaults};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -39,12 +44,13 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::membership::Membership;
-use endpoint::{Backoff, Endpoint};
+use attempt::Plan;
+use endpoint::Endpoint;
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
+pub use hedge::{HedgeDelay, HedgePolicy, HedgeStats};
 pub use scatter::{ScatterError, ScatterOptions};
 
 /// The longest deadline a call gets: one year (see [`Router::call_with`]).
@@ -81,6 +87,10 @@ pub struct RouterConfig {
     /// TLS to the nodes: the cluster CA (and this caller's certificate, for mutual TLS).
     /// `None`: plain TCP.
     pub tls: Option<ClientTls>,
+    /// How long a connection to a node may go without a call before this router drops it and
+    /// dials afresh at the next call. 4 min, shorter than the node's idle timeout (5 min), so
+    /// that a node never closes a connection a router still means to use.
+    pub idle_close: Duration,
     /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
     pub seed: Option<u64>,
     /// The cluster secret, proved to each node when the connection opens (the cluster
@@ -88,6 +98,9 @@ pub struct RouterConfig {
     /// no handshake. [`crate::Master::router_with`] and [`crate::remote`] fill it in from the
     /// master's or the remote caller's secret when it is `None`. Never logged.
     pub secret: Option<String>,
+    /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
+    /// call is hedged unless its [`CallOptions::hedge`] asks.
+    pub hedge: Option<HedgePolicy>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -103,8 +116,10 @@ impl std::fmt::Debug for RouterConfig {
             .field("idempotent", &self.idempotent)
             .field("eject_after_errors", &self.eject_after_errors)
             .field("tls", &self.tls)
+            .field("idle_close", &self.idle_close)
             .field("seed", &self.seed)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("hedge", &self.hedge)
             .finish()
     }
 }
@@ -122,14 +137,16 @@ impl Default for RouterConfig {
             idempotent: false,
             eject_after_errors: 5,
             tls: None,
+            idle_close: defaults::ROUTER_IDLE_CLOSE,
             seed: None,
             secret: None,
+            hedge: None,
         }
     }
 }
 
 /// Per-call settings that override the router's.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CallOptions {
     /// The call's deadline, counted from now, across every attempt.
     pub deadline: Option<Duration>,
@@ -139,6 +156,9 @@ pub struct CallOptions {
     pub attempt_timeout: Option<Duration>,
     /// Overrides [`RouterConfig::idempotent`].
     pub idempotent: Option<bool>,
+    /// Overrides the hedge delay of [`RouterConfig::hedge`] (`Some(HedgeDelay::Off)`: this call
+    /// is not hedged). Only idempotent calls are hedged.
+    pub hedge: Option<HedgeDelay>,
 }
 
 impl CallOptions {
@@ -166,8 +186,11 @@ pub struct Reply<T> {
     pub value: T,
     /// The node that served the call.
     pub node: NodeRef,
-    /// How many nodes were tried (1 when the first one answered).
+    /// How many attempts were sent, each to a different node: failovers and the backup request
+    /// included (1 when the first node answered).
     pub attempts: u32,
+    /// Whether a backup request was sent (see [`HedgePolicy`]).
+    pub hedged: bool,
 }
 
 /// What this router has sent to one node.
@@ -181,6 +204,10 @@ pub struct NodeStats {
     pub served: u64,
     /// Whether it is out of routing after a failure.
     pub ejected: bool,
+    /// Backup requests this router sent to it.
+    pub backups: u64,
+    /// Calls it still had when a backup on another node answered first (slow strikes).
+    pub outrun: u64,
 }
 
 /// Routes calls of service client `C` to the least-used healthy node. Cheap to clone.
@@ -202,7 +229,9 @@ struct Shared<C> {
     config: RouterConfig,
     /// The key of [`RouterConfig::secret`], computed once.
     key: Option<Key>,
-    rng: Mutex<SmallRng>,
+    /// The seeded RNG when [`RouterConfig::seed`] is set; `None`: each thread's own.
+    rng: Option<Mutex<SmallRng>>,
+    hedging: hedge::Hedging,
     /// Stops the membership follower when the last router clone is dropped.
     stop: CancellationToken,
 }
@@ -213,40 +242,21 @@ impl<C> Drop for Shared<C> {
     }
 }
 
-enum Attempt {
-    /// The attempt failed in a way another node may not: try one.
-    Retry(CallError),
-    /// The node left the cluster during the attempt: try another one, without counting it
-    /// against the attempts (a node leaving is not a failure; when several leave at once, as
-    /// when a service is scaled down, a call could otherwise run out of attempts).
-    Gone(CallError),
-    /// The call is over.
-    Fail(CallError),
-}
-
-/// What one call may do, resolved from the router's config and the call's options.
-struct Plan {
-    deadline: Instant,
-    budget: Duration,
-    attempt_timeout: Option<Duration>,
-    idempotent: bool,
-}
-
 impl<C: ServiceClient> Router<C> {
     /// A router following `membership` (see [`crate::Master::router`] for the in-process one).
     /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
     /// ends when the router is dropped or the feed closes (the router then keeps its last view).
     pub fn new(membership: watch::Receiver<Membership>, config: RouterConfig) -> Self {
-        let rng = match config.seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_rng(&mut rand::rng()),
-        };
+        let rng = config
+            .seed
+            .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
         let shared = Arc::new(Shared {
             endpoints: RwLock::new(Arc::from(Vec::new())),
             membership: membership.clone(),
             key: Key::from_secret(config.secret.as_deref()),
+            hedging: hedge::Hedging::new(&config),
             config,
-            rng: Mutex::new(rng),
+            rng,
             stop: CancellationToken::new(),
         });
         shared.sync(&membership.borrow());
@@ -272,10 +282,28 @@ impl<C: ServiceClient> Router<C> {
 
     /// Waits until the router knows at least `n` nodes, for at most `timeout`. Returns whether it
     /// does.
+    ///
+    /// It waits for the router itself to know them (not only for the membership feed to list
+    /// them: the router applies a new snapshot just after it), so a call made right after this
+    /// returns `true` can be routed to any of the `n`.
     pub async fn wait_for_nodes(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let mut rx = self.shared.membership.clone();
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|m| m.members.len() >= n)).await;
-        matches!(reached, Ok(Ok(_))) || self.len() >= n
+        loop {
+            if self.len() >= n {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Woken by the next snapshot, and every 5 ms while the router applies it.
+            let pause = (deadline - now).min(Duration::from_millis(5));
+            if let Ok(Err(_)) = tokio::time::timeout(pause, rx.changed()).await {
+                // The feed is closed: the router keeps its last view; look again after a pause.
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 
     /// What this router has sent to each node it knows.
@@ -289,8 +317,15 @@ impl<C: ServiceClient> Router<C> {
                 in_flight: e.own_in_flight(),
                 served: e.served(),
                 ejected: e.is_ejected(now),
+                backups: e.backups(),
+                outrun: e.outrun(),
             })
             .collect()
+    }
+
+    /// What this router's backup requests did.
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.shared.hedging.stats()
     }
 
     /// Calls the least-used node with the router's default deadline and awaits the reply.
@@ -340,51 +375,7 @@ impl<C: ServiceClient> Router<C> {
             idempotent: options.idempotent.unwrap_or(config.idempotent),
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last_failure: Option<CallError> = None;
-        // Failed attempts so far; attempts on nodes that left do not count. Bounded anyway: each
-        // node is tried once, and the deadline spans every attempt.
-        let mut failed = 0;
-        while failed < attempts {
-            let Some(in_flight) = self.shared.pick(&tried) else {
-                break;
-            };
-            let endpoint = in_flight.endpoint().clone();
-            tried.push(endpoint.node.id.clone());
-            let attempt = tried.len() as u32;
-            let span = tracing::debug_span!("call", node = %endpoint.node, attempt);
-            let result = self.attempt(&endpoint, &plan, &f).instrument(span).await;
-            match result {
-                Ok(value) => {
-                    in_flight.served();
-                    endpoint.mark_ok();
-                    return Ok(Reply {
-                        value,
-                        node: endpoint.node.clone(),
-                        attempts: attempt,
-                    });
-                }
-                Err(Attempt::Fail(err)) => return Err(err),
-                Err(Attempt::Retry(err)) => {
-                    tracing::debug!(error = %err, "attempt failed, trying another node");
-                    failed += 1;
-                    last_failure = Some(err);
-                }
-                Err(Attempt::Gone(err)) => {
-                    tracing::debug!(error = %err, "the node left, trying another one");
-                    last_failure = Some(err);
-                }
-            }
-        }
-        Err(match last_failure {
-            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
-                node,
-                attempts: tried.len() as u32,
-                reason,
-            },
-            Some(other) => other,
-            None => CallError::NoNodeAvailable,
-        })
+        self.routed(&options, &plan, attempts, &f).await
     }
 
     /// Starts a call in the background and returns a handle to await its reply later, like the
@@ -410,121 +401,6 @@ impl<C: ServiceClient> Router<C> {
             async move { router.call_with(options, f).await },
         ))
     }
-
-    async fn attempt<T, F, Fut>(
-        &self,
-        endpoint: &Arc<Endpoint<C>>,
-        plan: &Plan,
-        f: &F,
-    ) -> Result<T, Attempt>
-    where
-        F: Fn(C, Context) -> Fut,
-        Fut: Future<Output = Result<T, RpcError>>,
-    {
-        let config = &self.shared.config;
-        let backoff = Backoff {
-            base: config.eject_base,
-            max: config.eject_max,
-        };
-        let node = &endpoint.node;
-        let exceeded = || {
-            Attempt::Fail(CallError::DeadlineExceeded {
-                node: Some(node.clone()),
-                deadline: plan.budget,
-            })
-        };
-        let transport = |reason: String| {
-            Attempt::Retry(CallError::Transport {
-                node: node.clone(),
-                attempts: 1,
-                reason,
-            })
-        };
-        // An idempotent call with an attempt timeout waits for a connection at most that long
-        // too, then moves on (the dial goes on for the calls that still wait on it).
-        let left = plan.deadline.saturating_duration_since(Instant::now());
-        let (connect_limit, connect_by_attempt) = match plan.attempt_timeout {
-            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
-            _ => (left, false),
-        };
-        let connect = tokio::time::timeout(
-            connect_limit,
-            endpoint.client(
-                config.connect_timeout,
-                config.max_frame_len,
-                config.tls.as_ref(),
-                self.shared.key.as_ref(),
-            ),
-        );
-        let (generation, client) = match connect.await {
-            Err(_) if connect_by_attempt => {
-                endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("no connection within {connect_limit:?}")));
-            }
-            Err(_) => return Err(exceeded()),
-            Ok(Err(err)) => {
-                endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("connect: {err}")));
-            }
-            Ok(Ok(found)) => found,
-        };
-        let mut ctx = tarpc::context::current();
-        ctx.deadline = plan.deadline;
-        let left = plan.deadline.saturating_duration_since(Instant::now());
-        let (limit, limited_by_attempt) = match plan.attempt_timeout {
-            Some(per_attempt) if plan.idempotent && per_attempt < left => (per_attempt, true),
-            _ => (left, false),
-        };
-        let call = tokio::time::timeout(limit, f(client, ctx));
-        let outcome = if plan.idempotent {
-            tokio::select! {
-                outcome = call => outcome,
-                _ = endpoint.removed() => {
-                    return Err(Attempt::Gone(CallError::Transport {
-                        node: node.clone(),
-                        attempts: 1,
-                        reason: "the node left the cluster during the call".into(),
-                    }));
-                }
-            }
-        } else {
-            call.await
-        };
-        match outcome {
-            Err(_) if limited_by_attempt => {
-                // A node that does not answer in time is as good as gone for this call, and its
-                // connection may be stuck: drop it, eject the node, try another one.
-                endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(format!("no answer within {limit:?}")))
-            }
-            Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(RpcError::Server(err)))
-                if err.detail == AT_CAPACITY || err.detail == THROTTLED =>
-            {
-                // The node refused the call before doing any work (at capacity): another node
-                // may take it, and this one is healthy, so it is not ejected.
-                Err(transport(format!("refused: {}", err.detail)))
-            }
-            Ok(Err(RpcError::Server(err))) => {
-                endpoint.record_error(config.eject_after_errors, backoff);
-                let err = CallError::Remote {
-                    node: node.clone(),
-                    kind: err.kind,
-                    detail: err.detail,
-                };
-                Err(if plan.idempotent {
-                    Attempt::Retry(err)
-                } else {
-                    Attempt::Fail(err)
-                })
-            }
-            Ok(Err(err)) => {
-                endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(error::chain(&err)))
-            }
-        }
-    }
 }
 
 impl<C: ServiceClient> Shared<C> {
@@ -535,23 +411,55 @@ impl<C: ServiceClient> Shared<C> {
             .clone()
     }
 
-    /// Picks the least-used node not yet `tried` and counts the call on it, both under the RNG
-    /// lock so that concurrent calls see each other's counts. Nodes that are ejected (or probed
+    /// Picks the least-used node not yet `tried` (exactly in small clusters, the less used of two
+    /// random nodes in large ones: `pick::choose`) and counts the call on it. No lock is shared
+    /// by the calls: two calls picking at the same instant may both take the node that was least
+    /// used, and the next picks even it out. Nodes that are ejected (or probed
     /// by another call after their pause) or full are used only when no other node is left
     /// (better a doubtful node than no answer).
     fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
+        self.choose(tried, true)
+    }
+
+    /// Like [`Shared::pick`], but only a node that takes calls and is not full, or none: a
+    /// backup request is worth sending only to a node that is likely to answer.
+    fn pick_healthy(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
+        self.choose(tried, false)
+    }
+
+    fn choose(&self, tried: &[Arc<str>], fallback: bool) -> Option<endpoint::InFlight<C>> {
+        // No lock shared by every call: the thread's own RNG, unless a seed asks for
+        // reproducible draws (tests).
+        match &self.rng {
+            Some(seeded) => {
+                let mut rng = seeded.lock().unwrap_or_else(|p| p.into_inner());
+                self.choose_with(tried, fallback, &mut *rng)
+            }
+            None => self.choose_with(tried, fallback, &mut rand::rng()),
+        }
+    }
+
+    fn choose_with<R: rand::Rng>(
+        &self,
+        tried: &[Arc<str>],
+        fallback: bool,
+        rng: &mut R,
+    ) -> Option<endpoint::InFlight<C>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
         let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         let score = |e: &Arc<Endpoint<C>>| e.score();
-        let found = pick::least_used(
+        let found = pick::choose(
             &endpoints,
             |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
             score,
-            &mut *rng,
+            rng,
         )
-        .or_else(|| pick::least_used(&endpoints, |e| fresh(e), score, &mut *rng))?;
+        .or_else(|| {
+            fallback
+                .then(|| pick::choose(&endpoints, |e| fresh(e), score, rng))
+                .flatten()
+        })?;
         Some(endpoints[found].begin())
     }
 
@@ -569,7 +477,7 @@ impl<C: ServiceClient> Shared<C> {
                     e.follow_load(m);
                     Arc::clone(e)
                 }
-                _ => Arc::new(Endpoint::new(m)),
+                _ => Arc::new(Endpoint::new(m, self.config.idle_close)),
             })
             .collect();
         let kept: std::collections::HashSet<*const Endpoint<C>> =

@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging] [--quick]
 //! ```
 //!
 //! The parts:
@@ -18,11 +18,13 @@
 //!   a restarted master lists every node again.
 //! - [`scatter`]: `/palindrom` over 1 and 2 nodes against a single-threaded local count.
 //! - [`blocking`]: blocking calls from threads against async calls from tasks, at 1 and 16.
+//! - [`hedging`]: a node SIGSTOPped for 5 s under load, backup requests off against on.
 
 mod blocking;
 mod capacity;
 mod connect;
 mod detection;
+mod hedging;
 mod overhead;
 mod plot;
 mod procs;
@@ -42,7 +44,7 @@ use report::Section;
 /// The command line: where the figures go, which parts run, and how big.
 #[derive(Parser, Debug, Clone)]
 #[command(
-    about = "distribution benchmarks: routed vs raw, master capacity, failure detection, scatter/gather, blocking vs async calls"
+    about = "distribution benchmarks: routed vs raw, master capacity, failure detection, scatter/gather, blocking vs async calls, backup requests"
 )]
 pub struct Args {
     /// Where the JSON figures and the plot go.
@@ -73,6 +75,8 @@ pub enum Part {
     Scatter,
     /// Blocking calls from threads vs async calls from tasks.
     Blocking,
+    /// A paused node under load, backup requests off vs on.
+    Hedging,
 }
 
 impl Args {
@@ -126,6 +130,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Blocking) {
         sections.push(blocking::run(&args).await.context("blocking")?);
+    }
+    if args.wants(Part::Hedging) {
+        sections.push(hedging::run(&args).await.context("hedging")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);
