@@ -101,6 +101,33 @@ def cmd_wait_present(reg, ip, timeout, since):
                     float(timeout), float(since), f"node {ip} listed")
 
 
+def served_total(reg):
+    return sum(int(n.get("served") or 0) for n in nodes(reg))
+
+
+def cmd_served(reg):
+    """The calls the listed nodes have served in all (from their heartbeats)."""
+    print(served_total(reg))
+
+
+def cmd_wait_served(reg, baseline, delta, timeout):
+    """Waits until the listed nodes have served `delta` calls more than `baseline`: someone calls."""
+    deadline = time.time() + float(timeout)
+    want = int(baseline) + int(delta)
+    last = None
+    while time.time() < deadline:
+        try:
+            last = served_total(reg)
+            if last >= want:
+                print(f"    nodes have served {last - int(baseline)} call(s) since the start")
+                return 0
+        except Exception:
+            pass
+        time.sleep(0.2)
+    print(f"    nodes did not serve {delta} call(s) within {timeout}s (served total {last}, baseline {baseline})")
+    return 1
+
+
 def cmd_sum_parallel(gw, count):
     count = int(count)
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -193,6 +220,7 @@ def cmd_load_report(path, strict):
 
 COMMANDS = {
     "free-ports": cmd_free_ports, "wait-health": cmd_wait_health,
+    "served": cmd_served, "wait-served": cmd_wait_served,
     "wait-count": cmd_wait_count, "wait-gone": cmd_wait_gone, "wait-present": cmd_wait_present,
     "sum-parallel": cmd_sum_parallel, "palindrom": cmd_palindrom, "load": cmd_load,
     "load-report": cmd_load_report,

@@ -197,7 +197,7 @@ step_kill_node() {
 }
 
 step_kill_master() {
-    local t0 t_back master old_ip n calls rc=0 caller_rc
+    local t0 t_back master old_ip n calls served rc=0 caller_rc
     n=$(running_nodes | wc -l)
     master=$(containers master --filter status=running | head -n 1)
     [[ -n "$master" ]] || { log "    no running master container"; return 1; }
@@ -205,11 +205,13 @@ step_kill_master() {
     # The remote caller: a container on the stack's network, resolving `master` by Swarm's DNS,
     # calling the nodes directly. Its job fails if a single call fails.
     docker rm -f "$CALLER" >/dev/null 2>&1
+    served=$(py served "$REGISTRY") || return 1
     docker run -d --name "$CALLER" --network "${STACK}_cluster" --label "distswarm-e2e=$STACK" \
         "$DIST_IMAGE" client --master master:3000 sum --values 2,4,6 --repeat "$calls" \
         --concurrency 4 >/dev/null || return 1
     log "    remote caller started: $calls calls of sum [2, 4, 6], 4 at once"
-    sleep 3
+    # Kill the master only once the caller is calling (the nodes' heartbeats report it).
+    py wait-served "$REGISTRY" "$served" 20 30 || rc=1
     if [[ "$(docker inspect -f '{{.State.Running}}' "$CALLER")" != true ]]; then
         log "    the remote caller ended before the master was killed:"
         docker logs "$CALLER" 2>&1 | tail -n 20 | indent
