@@ -13,13 +13,16 @@ build:
 run: build
 	./examples/run-local.sh $(DEMO)
 
-## test: every test of the workspace (unit, integration over TCP, process-level), then lint.
+## test: every test of the workspace (unit, integration over TCP, process-level), then lint,
+## and the Kubernetes manifests validated offline (skipped with a message where the validator is
+## not installed, except under CI).
 test: lint
 	@$(CARGO) nextest --version >/dev/null 2>&1 || { \
 		echo "cargo-nextest is missing: installing it (cargo install cargo-nextest --locked)"; \
 		$(CARGO) install cargo-nextest --locked; }
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc
+	./docker/k8s/validate.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

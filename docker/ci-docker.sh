@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# ci-docker.sh: the Docker part of `.ci/run`. Runs `make docker-e2e` (static binary, image, then
-# docker/e2e.sh) when a Docker engine answers; where none does, says so and succeeds.
+# ci-docker.sh: the Docker part of `.ci/run`. When a Docker engine answers, runs `make docker-e2e`
+# (static binary, image, then docker/e2e.sh: compose), then `make swarm-e2e` (docker/swarm-e2e.sh:
+# a real single-node swarm), both even if the first fails; fails if either does. Where no engine
+# answers, says so and succeeds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,8 +15,11 @@ if ! timeout 30 docker info >/dev/null 2>&1; then
     exit 0
 fi
 
+MAKE_CMD=(make)
+[[ -f Makefile ]] || MAKE_CMD=(make -f docker/docker.mk)
+rc=0
 echo "docker-e2e: a Docker engine answers; running make docker-e2e"
-if [[ -f Makefile ]]; then
-    exec make docker-e2e
-fi
-exec make -f docker/docker.mk docker-e2e
+"${MAKE_CMD[@]}" docker-e2e || rc=1
+echo "swarm-e2e: running make swarm-e2e"
+"${MAKE_CMD[@]}" swarm-e2e || rc=1
+exit "$rc"

@@ -7,6 +7,11 @@
 #   make demo-scale N=5    scale the node service to N
 #   make demo-down         stop and remove the demo
 #   make docker-e2e        image, then docker/e2e.sh on the real engine (own project name)
+#   make swarm-up [N=3]    the stack docker/stack.yml on Docker Swarm (swarm mode initialised
+#                          if inactive), stack "distswarm", published on port 3000/3001
+#   make swarm-scale N=6   scale the node service to N (waits until the tasks run)
+#   make swarm-down        remove the stack (swarm mode stays on: `docker swarm leave --force`)
+#   make swarm-e2e         image, then docker/swarm-e2e.sh on a real single-node swarm
 
 DOCKER_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 DOCKER_ROOT := $(abspath $(DOCKER_DIR)/..)
@@ -27,8 +32,10 @@ DEMO_PROJECT ?= distdemo
 DEMO_COMPOSE = $(COMPOSE) -p $(DEMO_PROJECT) -f $(DOCKER_DIR)/docker-compose.yml
 DEMO_GATEWAY ?= http://127.0.0.1:3001
 DEMO_REGISTRY ?= http://127.0.0.1:3000
+SWARM_STACK ?= distswarm
 
-.PHONY: docker docker-bin demo-up demo-sum demo-scale demo-down docker-e2e docker-check-compose
+.PHONY: docker docker-bin demo-up demo-sum demo-scale demo-down docker-e2e docker-check-compose \
+	swarm-up swarm-scale swarm-down swarm-e2e
 
 # Static glibc binary. RUSTFLAGS only reach the --target artifacts, not build scripts or proc macros.
 # No debug info and stripped symbols: the image stays a few megabytes.
@@ -69,3 +76,27 @@ demo-down: docker-check-compose
 
 docker-e2e: docker
 	DIST_IMAGE=$(DOCKER_IMAGE) COMPOSE="$(COMPOSE)" $(DOCKER_DIR)/e2e.sh
+
+# Swarm: the stack uses the image built here by tag, without a registry (single-node swarm; on
+# several hosts, push the image to a registry they share and drop `--resolve-image never`).
+swarm-up: docker
+	@if [ "$$($(DOCKER) info --format '{{.Swarm.LocalNodeState}}')" != active ]; then \
+		echo "swarm mode is inactive: docker swarm init"; \
+		$(DOCKER) swarm init >/dev/null 2>&1 || $(DOCKER) swarm init --advertise-addr 127.0.0.1 >/dev/null; \
+	fi
+	DIST_IMAGE=$(DOCKER_IMAGE) DIST_NODES=$(or $(N),3) \
+		$(DOCKER) stack deploy --resolve-image never -c $(DOCKER_DIR)/stack.yml $(SWARM_STACK)
+	@echo "stack $(SWARM_STACK) deploying: gateway $(DEMO_GATEWAY)/sum  registry $(DEMO_REGISTRY)/v1/nodes"
+	@echo "try: docker stack services $(SWARM_STACK); make swarm-scale N=6; make swarm-down"
+
+swarm-scale:
+	@test -n "$(N)" || { echo "usage: make swarm-scale N=6" >&2; exit 1; }
+	$(DOCKER) service scale $(SWARM_STACK)_node=$(N)
+	@echo "the master lists the nodes within a few seconds: curl -s $(DEMO_REGISTRY)/v1/nodes"
+
+swarm-down:
+	$(DOCKER) stack rm $(SWARM_STACK)
+	@echo "swarm mode is still on; 'docker swarm leave --force' turns it off"
+
+swarm-e2e: docker
+	DIST_IMAGE=$(DOCKER_IMAGE) $(DOCKER_DIR)/swarm-e2e.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # e2e.sh: end-to-end test of the docker-compose demo on the real Docker engine (`make docker-e2e`).
 #
-# Runs its own compose project (E2E_PROJECT, default "distdemo-e2e") on its own subnet and on free
-# loopback ports, so it never collides with a running `make demo-up`. Steps, in order; the first
+# Runs its own compose project (E2E_PROJECT, default "distdemo-e2e") on its own network (Docker
+# picks the subnet; nodes find `master` by Docker's DNS) and on free loopback ports, so it never
+# collides with a running `make demo-up`. Steps, in order; the first
 # failing step stops the run, its name is printed, and everything is torn down (trap on EXIT):
 #
 #   1 up              master + 3 nodes started
@@ -42,7 +43,7 @@ EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
 STEP_NAMES=(up wait-3 sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
-HELPER="$WORK/e2e_helper.py"
+HELPER="$HERE/e2e_helper.py"
 PASSED=0
 FAILED=0
 FAILED_STEP=""
@@ -89,221 +90,7 @@ container_ip() { # container -> its address on the project network
 }
 
 # ---------------------------------------------------------------------------------------------
-# HTTP side, in Python: registry polling, parallel /sum, bounded request loops.
-cat >"$HELPER" <<'PYEOF'
-import ipaddress, json, os, random, socket, sys, threading, time, urllib.request
-from concurrent.futures import ThreadPoolExecutor
-
-
-def get(url, json_accept=True, timeout=5.0):
-    headers = {"Accept": "application/json"} if json_accept else {}
-    req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.status, resp.read().decode("utf-8", "replace")
-
-
-def nodes(reg):
-    status, body = get(reg + "/v1/nodes", timeout=2.0)
-    if status != 200:
-        raise RuntimeError(f"GET /v1/nodes: HTTP {status}")
-    return json.loads(body)["nodes"]
-
-
-def show(ns):
-    return ", ".join(f"{n.get('addr')}({n.get('state')})" for n in ns) or "none"
-
-
-def ip_of(node):
-    return str(node.get("addr", "")).rsplit(":", 1)[0]
-
-
-def wait_for(reg, cond, timeout, since, what):
-    """Poll the registry until cond(nodes) holds; deadline and elapsed count from `since`."""
-    deadline = since + timeout
-    last, err = [], None
-    while True:
-        try:
-            last, err = nodes(reg), None
-            if cond(last):
-                print(f"    {what}: after {time.time() - since:.1f}s (bound {timeout:g}s): {show(last)}")
-                return 0
-        except Exception as e:  # master restarting, connection refused, ...
-            err = e
-        if time.time() >= deadline:
-            print(f"    {what}: NOT within {timeout:g}s; last list: {show(last)}" + (f"; last error: {err}" if err else ""))
-            return 1
-        time.sleep(0.1)
-
-
-def check_sum(gw, timeout=10.0):
-    """One /sum call with known values, JSON. Returns (node id, addr) or raises."""
-    values = [random.randint(0, 1000) for _ in range(random.randint(1, 5))]
-    url = gw + "/sum?values=" + ",".join(map(str, values))
-    status, body = get(url, timeout=timeout)
-    if status != 200:
-        raise RuntimeError(f"HTTP {status}: {body[:200]}")
-    doc = json.loads(body)
-    if int(doc["result"]) != sum(values):
-        raise RuntimeError(f"{values}: got {doc['result']}, want {sum(values)}")
-    node = doc.get("node") or {}
-    return str(node.get("id")), str(node.get("addr"))
-
-
-def cmd_free_ports(count):
-    socks = [socket.socket() for _ in range(int(count))]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    print(" ".join(str(s.getsockname()[1]) for s in socks))
-    for s in socks:
-        s.close()
-
-
-def cmd_free_net():
-    """First 172.29.X.0/24 (X from 90) that overlaps no existing Docker network (subnets on stdin)."""
-    used = []
-    for word in sys.stdin.read().split():
-        try:
-            used.append(ipaddress.ip_network(word, strict=False))
-        except ValueError:
-            pass
-    for x in list(range(90, 256)) + list(range(0, 90)):
-        net = ipaddress.ip_network(f"172.29.{x}.0/24")
-        if not any(net.version == u.version and net.overlaps(u) for u in used):
-            print(f"172.29.{x}")
-            return 0
-    print("no free 172.29.X.0/24", file=sys.stderr)
-    return 1
-
-
-def cmd_wait_health(reg, timeout):
-    deadline = time.time() + float(timeout)
-    while time.time() < deadline:
-        try:
-            if get(reg + "/health", json_accept=False, timeout=1.0)[0] == 200:
-                return 0
-        except Exception:
-            pass
-        time.sleep(0.1)
-    print(f"    {reg}/health did not answer 200 within {timeout}s")
-    return 1
-
-
-def cmd_wait_count(reg, n, timeout, since):
-    n = int(n)
-    return wait_for(reg, lambda ns: len(ns) == n and all(x.get("state") == "up" for x in ns),
-                    float(timeout), float(since), f"{n} node(s) listed, all up")
-
-
-def cmd_wait_gone(reg, ip, timeout, since):
-    return wait_for(reg, lambda ns: all(ip_of(x) != ip for x in ns),
-                    float(timeout), float(since), f"node {ip} evicted")
-
-
-def cmd_wait_present(reg, ip, timeout, since):
-    return wait_for(reg, lambda ns: any(ip_of(x) == ip and x.get("state") == "up" for x in ns),
-                    float(timeout), float(since), f"node {ip} listed")
-
-
-def cmd_sum_parallel(gw, count):
-    count = int(count)
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(check_sum, gw) for _ in range(count)]
-    ok, errors, served = 0, [], {}
-    for f in futures:
-        try:
-            node = f.result()
-            ok += 1
-            served[node] = served.get(node, 0) + 1
-        except Exception as e:
-            errors.append(repr(e))
-    print(f"    {ok}/{count} correct; served by {len(served)} node(s): "
-          + ", ".join(f"{i} ({a}) x{c}" for (i, a), c in sorted(served.items())))
-    for e in errors[:5]:
-        print(f"    error: {e}")
-    # The plain-text form as well, with the contract's example.
-    status, body = get(gw + "/sum?values=2,4,6", json_accept=False)
-    text_ok = status == 200 and "12" in body
-    print(f"    text: /sum?values=2,4,6 -> HTTP {status} {body.strip()[:120]!r}")
-    if errors or not text_ok:
-        return 1
-    if len(served) < 2:
-        print("    fewer than 2 distinct nodes served")
-        return 1
-    return 0
-
-
-def cmd_palindrom(gw, n, expected):
-    t0 = time.time()
-    status, body = get(f"{gw}/palindrom?n={n}", timeout=120.0)
-    if status != 200:
-        print(f"    HTTP {status}: {body[:200]}")
-        return 1
-    doc = json.loads(body)
-    print(f"    n={n}: count {doc.get('count')} in {time.time() - t0:.2f}s over "
-          f"{len(doc.get('nodes') or [])} node(s) (want {expected})")
-    return 0 if int(doc.get("count")) == int(expected) else 1
-
-
-def cmd_load(gw, stop_file, max_requests, max_seconds, workers):
-    """Bounded request loop: ends at the stop file, max_requests or max_seconds, first of the three."""
-    max_requests, max_seconds, workers = int(max_requests), float(max_seconds), int(workers)
-    deadline = time.time() + max_seconds
-    lock = threading.Lock()
-    st = {"sent": 0, "ok": 0, "failed": 0, "errors": [], "served": {}, "slowest_s": 0.0}
-
-    def worker():
-        while time.time() < deadline and not os.path.exists(stop_file):
-            with lock:
-                if st["sent"] >= max_requests:
-                    return
-                st["sent"] += 1
-            t0 = time.time()
-            try:
-                node = check_sum(gw, timeout=10.0)
-                with lock:
-                    st["ok"] += 1
-                    key = f"{node[0]} ({node[1]})"
-                    st["served"][key] = st["served"].get(key, 0) + 1
-            except Exception as e:
-                with lock:
-                    st["failed"] += 1
-                    if len(st["errors"]) < 10:
-                        st["errors"].append(f"{time.strftime('%H:%M:%S')} {e!r}")
-            with lock:
-                st["slowest_s"] = max(st["slowest_s"], time.time() - t0)
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps(st))
-
-
-def cmd_load_report(path, strict):
-    with open(path) as f:
-        st = json.load(f)
-    print(f"    requests during the step: {st['ok']} ok, {st['failed']} failed "
-          f"(slowest {st['slowest_s']:.2f}s); served by: "
-          + ", ".join(f"{k} x{v}" for k, v in sorted(st["served"].items())))
-    for e in st["errors"]:
-        print(f"    failed request: {e}")
-    if strict == "strict" and (st["failed"] > 0 or st["ok"] == 0):
-        return 1
-    return 0
-
-
-COMMANDS = {
-    "free-ports": cmd_free_ports, "free-net": cmd_free_net, "wait-health": cmd_wait_health,
-    "wait-count": cmd_wait_count, "wait-gone": cmd_wait_gone, "wait-present": cmd_wait_present,
-    "sum-parallel": cmd_sum_parallel, "palindrom": cmd_palindrom, "load": cmd_load,
-    "load-report": cmd_load_report,
-}
-
-if __name__ == "__main__":
-    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]) or 0)
-PYEOF
+# HTTP side, in Python (docker/e2e_helper.py): registry polling, parallel /sum, bounded loops.
 
 # ---------------------------------------------------------------------------------------------
 # Bounded background request loop, and its report.
@@ -481,17 +268,13 @@ docker image inspect "$DIST_IMAGE" >/dev/null 2>&1 || {
 # Leftovers of an interrupted earlier run of this same project.
 compose down -v --remove-orphans -t 5 >/dev/null 2>&1
 
-# shellcheck disable=SC2046 # one word per subnet is wanted
-DIST_NET=$(docker network inspect $(docker network ls -q) \
-    -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' | py free-net) || exit 1
 read -r REGISTRY_PORT GATEWAY_PORT < <(py free-ports 2)
-export DIST_NET
 export DIST_REGISTRY_BIND="127.0.0.1:$REGISTRY_PORT" DIST_GATEWAY_BIND="127.0.0.1:$GATEWAY_PORT"
 REGISTRY="http://127.0.0.1:$REGISTRY_PORT"
 GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
 NETWORK_NAME=""
 log "docker-e2e: project $PROJECT, image $DIST_IMAGE, compose '${COMPOSE_CMD[*]}'," \
-    "subnet $DIST_NET.0/24, registry $REGISTRY, gateway $GATEWAY, TTL ${DIST_TTL_MS}ms"
+    "registry $REGISTRY, gateway $GATEWAY, TTL ${DIST_TTL_MS}ms"
 
 STARTED=1
 for i in "${!STEP_NAMES[@]}"; do

@@ -70,6 +70,7 @@ use std::time::Duration;
 
 use distribution_shared::ServiceClient;
 use distribution_shared::defaults;
+use distribution_shared::resolve::Resolver;
 use distribution_shared::tokio_rustls::rustls;
 use distribution_shared::wire::{ErrorBody, NodeList};
 use rand::Rng;
@@ -267,7 +268,10 @@ async fn spawn_watcher(
 ) -> Result<(watch::Receiver<Membership>, JoinHandle<()>), ConnectError> {
     let tls = config.effective_master_tls();
     let url = nodes_url(master, tls.is_some())?;
-    let mut http = reqwest::Client::builder().connect_timeout(config.request_timeout);
+    let mut http = reqwest::Client::builder()
+        .connect_timeout(config.request_timeout)
+        // Names resolved in-process at each new connection (works in an empty image).
+        .dns_resolver(Arc::new(Resolver::system()));
     if let Some(tls) = tls {
         http = http.use_preconfigured_tls((*tls).clone());
     }

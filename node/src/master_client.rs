@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distribution_shared::defaults;
+use distribution_shared::resolve::Resolver;
 use distribution_shared::tokio_rustls::rustls;
 
 use distribution_shared::wire::{ErrorBody, Heartbeat, Lease, RegisterRequest};
@@ -71,7 +72,9 @@ impl MasterClient {
             // Drop a pooled connection before the master's idle timeout closes it, so that a
             // heartbeat is never sent on a connection the master is closing at that moment.
             .pool_idle_timeout(defaults::IDLE_TIMEOUT / 2)
-            .default_headers(headers);
+            .default_headers(headers)
+            // Names resolved in-process at each new connection (works in an empty image).
+            .dns_resolver(Arc::new(Resolver::system()));
         if let Some(tls) = tls {
             builder = builder.use_preconfigured_tls((*tls).clone());
         }

@@ -10,6 +10,8 @@
 //! - [`service`]: the [`ServiceClient`] trait that lets the router build any tarpc client generated
 //!   by `#[tarpc::service]` on top of that transport;
 //! - [`stream`]: a connection in the clear or under TLS, and how to open or accept one;
+//! - [`resolve`]: host names to addresses in-process (`/etc/resolv.conf`, `/etc/hosts`), for
+//!   every outgoing connection, so names resolve even in an empty container image;
 //! - [`handshake`]: with a cluster secret, the proof of it that callers and nodes exchange on
 //!   every connection before any tarpc frame (HMAC of fresh nonces, never the secret itself);
 //! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`);
@@ -23,6 +25,7 @@ pub mod backoff;
 pub mod defaults;
 pub mod handshake;
 pub mod listener;
+pub mod resolve;
 pub mod service;
 pub mod stream;
 pub mod tls;

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::resolve::Resolver;
 use crate::tls::ClientTls;
 
 /// A connection to or from a cluster member.
@@ -27,13 +28,25 @@ pub enum Stream {
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-/// Dials `addr` (`host:port`) within `timeout`, with TLS when `tls` is given.
+/// Dials `addr` (`host:port`) within `timeout`, with TLS when `tls` is given. A host name is
+/// resolved by the process-wide [`Resolver::system`] at every call (see [`connect_via`]).
 ///
 /// Under TLS the peer's certificate is verified against [`ClientTls::server_name`] when set
 /// (one name for every node of the cluster), else against `addr`'s host.
 pub async fn connect(addr: &str, tls: Option<&ClientTls>, timeout: Duration) -> io::Result<Stream> {
+    connect_via(&Resolver::system(), addr, tls, timeout).await
+}
+
+/// [`connect`] with a given resolver. The name is resolved anew at each call, inside `timeout`,
+/// so a redial after a failure finds a peer that moved; the addresses are tried in order.
+pub async fn connect_via(
+    resolver: &Resolver,
+    addr: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> io::Result<Stream> {
     let dial = async {
-        let tcp = TcpStream::connect(addr).await?;
+        let tcp = dial_tcp(resolver, addr).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = tls else {
             return Ok(Stream::Plain(tcp));
@@ -59,6 +72,18 @@ pub async fn connect(addr: &str, tls: Option<&ClientTls>, timeout: Duration) -> 
             format!("connect timed out after {timeout:?}"),
         )
     })?
+}
+
+/// The first address of `addr` that accepts a TCP connection; the last error if none does.
+async fn dial_tcp(resolver: &Resolver, addr: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for sock in resolver.lookup_addr(addr).await? {
+        match TcpStream::connect(sock).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
 /// Takes in an accepted connection: runs the TLS handshake (within `timeout`) when `tls` is
