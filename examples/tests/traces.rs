@@ -23,10 +23,12 @@ fn spawn_json(args: &[&str]) -> (Proc, mpsc::Receiver<Value>) {
             "RUST_LOG",
             "info,distribution_master::observe=debug,distribution_node::load=debug",
         )
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // The demo logs to stderr.
+    let stdout = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {

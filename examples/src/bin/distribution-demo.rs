@@ -276,20 +276,18 @@ enum Job {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // A client's stdout carries its output (the summary, JSON lines): its logs go to stderr, and
-    // only warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
+    // Logs go to stderr in every mode: a client's stdout carries its output (the summary, JSON
+    // lines), and a master's or a node's stays free for whatever wraps them. A client logs only
+    // warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
     let client = matches!(cli.role, Role::Client { .. } | Role::Health { .. });
-    let (writer, level) = if client {
-        (BoxMakeWriter::new(std::io::stderr), "warn")
-    } else {
-        (BoxMakeWriter::new(std::io::stdout), "info")
-    };
+    let level = if client { "warn" } else { "info" };
+    let writer = BoxMakeWriter::new(std::io::stderr);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let logs = tracing_subscriber::fmt()
         .with_writer(writer)
         .with_env_filter(filter);
     match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().with_current_span(false).init(),
     }
     match cli.role {

@@ -55,11 +55,12 @@ pub fn start_master_on(registry: &str, interval_ms: u64, extra: &[&str]) -> (Pro
         .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
         .args(extra)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // The demo logs to stderr.
+    let stdout = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -136,10 +137,12 @@ pub fn start_node_with_metrics(registry: &str, extra: &[&str]) -> (Proc, String)
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // The demo logs to stderr.
+    let stdout = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
