@@ -8,14 +8,16 @@
 #
 #   1 up              master + 3 nodes started
 #   2 wait-3          the master lists 3 nodes (bounded wait)
-#   3 sum-parallel    50 parallel /sum requests, every answer checked, >= 2 distinct nodes served
-#   4 palindrom       /palindrom?n=10000000 counts 6536
-#   5 scale-5         scale to 5: all 5 listed within 10 s
-#   6 scale-1         scale to 1 while requests run: no request fails
-#   7 kill-node       back to 3, `docker kill` (SIGKILL) one while requests run: evicted within
+#   3 healthy         every container's HEALTHCHECK (`distribution-demo health`) reports healthy
+#                     within 20 s
+#   4 sum-parallel    50 parallel /sum requests, every answer checked, >= 2 distinct nodes served
+#   5 palindrom       /palindrom?n=10000000 counts 6536
+#   6 scale-5         scale to 5: all 5 listed within 10 s
+#   7 scale-1         scale to 1 while requests run: no request fails
+#   8 kill-node       back to 3, `docker kill` (SIGKILL) one while requests run: evicted within
 #                     TTL + 2 s, no request fails
-#   8 restart-master  `docker restart` the master: all running nodes listed again within 5 s
-#   9 partition       `docker network disconnect` a node: evicted within TTL + 2 s;
+#   9 restart-master  `docker restart` the master: all running nodes listed again within 5 s
+#  10 partition       `docker network disconnect` a node: evicted within TTL + 2 s;
 #                     `docker network connect`: listed again within 15 s. Requests run meanwhile;
 #                     their failures are printed, and fail the step only with E2E_PARTITION_STRICT=1
 #
@@ -40,7 +42,7 @@ export DIST_HEARTBEAT_MS=${E2E_HEARTBEAT_MS:-1000}
 export DIST_SUM_DELAY_MS=${E2E_SUM_DELAY_MS:-50}
 export RUST_LOG=${E2E_RUST_LOG:-info}
 EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
-STEP_NAMES=(up wait-3 sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
+STEP_NAMES=(up wait-3 healthy sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
 HELPER="$HERE/e2e_helper.py"
@@ -118,6 +120,29 @@ step_up() {
 
 step_wait_3() {
     py wait-count "$REGISTRY" 3 30 "$(now)"
+}
+
+step_healthy() { # every container of the project reports healthy (Docker's HEALTHCHECK)
+    local t0 deadline ids status bad
+    t0=$(now)
+    deadline=$(( $(date +%s) + 20 ))
+    while :; do
+        ids=$(docker ps -q --filter "label=com.docker.compose.project=$PROJECT")
+        bad=""
+        for id in $ids; do
+            status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
+            [[ "$status" == healthy ]] || bad="$bad $id:$status"
+        done
+        if [[ -n "$ids" && -z "$bad" ]]; then
+            log "    $(echo "$ids" | wc -w) container(s) healthy after $(since "$t0")s"
+            return 0
+        fi
+        if (( $(date +%s) >= deadline )); then
+            log "    not healthy within 20 s:$bad"
+            return 1
+        fi
+        sleep 0.5
+    done
 }
 
 step_sum_parallel() {

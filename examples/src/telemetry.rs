@@ -17,8 +17,19 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 use tokio::net::TcpListener;
 
-/// How long a gauge may stay unchanged before it leaves the exposition.
+/// How long a gauge may go without being set before it leaves the exposition: 60 s, or
+/// `DIST_GAUGE_IDLE_MS` (for tests). The libraries set the gauges of live things again every few
+/// seconds (router: 5 s, node: each heartbeat, master: each reaper sweep), so only the series
+/// of departed nodes go.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(60);
+
+/// [`GAUGE_IDLE`], or the `DIST_GAUGE_IDLE_MS` override.
+fn gauge_idle() -> Duration {
+    std::env::var("DIST_GAUGE_IDLE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(GAUGE_IDLE, Duration::from_millis)
+}
 
 /// Histogram buckets, in seconds: 10 µs (a heartbeat in the registry) to 10 s (a long call).
 const BUCKETS: [f64; 15] = [
@@ -36,7 +47,7 @@ pub fn install() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&BUCKETS)
                 .expect("the buckets are not empty")
-                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+                .idle_timeout(MetricKindMask::GAUGE, Some(gauge_idle()))
                 .install_recorder()
                 .unwrap_or_else(|_| {
                     // Another recorder is installed (a test harness): render into our own.

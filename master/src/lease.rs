@@ -18,6 +18,7 @@ pub async fn run_reaper(registry: Registry, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 registry.evict_expired(Instant::now());
+                crate::observe::refresh();
             }
         }
     }

@@ -152,3 +152,29 @@ pub(crate) fn attempt(attempt: u32) {
 pub(crate) fn node_in_flight(node: &Arc<str>, in_flight: u32) {
     gauge!(ROUTER_NODE_IN_FLIGHT, "node" => Arc::clone(node)).set(in_flight);
 }
+
+/// The last values set on [`BLOCKING_QUERIES`] and [`EVENT_SUBSCRIBERS`] (process-wide, as the
+/// gauges are), for [`refresh`].
+static WAITING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SUBSCRIBERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the blocking-queries gauge.
+pub(crate) fn blocking_queries(n: usize) {
+    WAITING.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+    gauge!(BLOCKING_QUERIES).set(n as f64);
+}
+
+/// Sets the event-subscribers gauge.
+pub(crate) fn event_subscribers(n: usize) {
+    SUBSCRIBERS.store(n as u64, std::sync::atomic::Ordering::Relaxed);
+    gauge!(EVENT_SUBSCRIBERS).set(n as f64);
+}
+
+/// Sets the master's gauges that change only with their cause again, so that an exporter
+/// dropping gauges left unchanged for a while (the demo's: a minute) keeps them. Called by the
+/// reaper at every sweep (which sets the node counts itself).
+pub(crate) fn refresh() {
+    use std::sync::atomic::Ordering::Relaxed;
+    gauge!(BLOCKING_QUERIES).set(WAITING.load(Relaxed) as f64);
+    gauge!(EVENT_SUBSCRIBERS).set(SUBSCRIBERS.load(Relaxed) as f64);
+}

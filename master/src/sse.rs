@@ -53,7 +53,7 @@ impl Feed {
 
     fn count_subscribers(&self) {
         let n = MAX_SUBSCRIBERS.saturating_sub(self.slots.available_permits());
-        metrics::gauge!(observe::EVENT_SUBSCRIBERS).set(n as f64);
+        observe::event_subscribers(n);
     }
 }
 
@@ -138,6 +138,6 @@ impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         // The permit is released after this body: count it as gone already.
         let n = MAX_SUBSCRIBERS.saturating_sub(self.feed.slots.available_permits() + 1);
-        metrics::gauge!(observe::EVENT_SUBSCRIBERS).set(n as f64);
+        observe::event_subscribers(n);
     }
 }

@@ -165,7 +165,7 @@ impl Watchers {
     /// Sets the blocking-queries gauge to the number waiting now.
     fn count_waiting(&self) {
         let waiting = self.max.saturating_sub(self.slots.available_permits());
-        metrics::gauge!(crate::observe::BLOCKING_QUERIES).set(waiting as f64);
+        crate::observe::blocking_queries(waiting);
     }
 }
 

@@ -32,6 +32,7 @@ pub(crate) async fn run(
     let mut lease: Option<Lease> = None;
     let mut outage = false;
     loop {
+        crate::observe::refresh(&load);
         let exchange = async {
             match &lease {
                 None => master.register(&request).await,

@@ -73,3 +73,11 @@ impl Drop for ConnectionOpen {
         gauge!(CONNECTIONS_OPEN).set(n as f64);
     }
 }
+
+/// Sets the node's gauges again from their sources, so that an exporter dropping gauges left
+/// unchanged for a while (the demo's drops them after a minute, to forget departed nodes) keeps
+/// those of a live but idle node. Called at every heartbeat.
+pub(crate) fn refresh(load: &crate::Load) {
+    gauge!(IN_FLIGHT).set(load.in_flight());
+    gauge!(CONNECTIONS_OPEN).set(OPEN.load(Ordering::Relaxed) as f64);
+}

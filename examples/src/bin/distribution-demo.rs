@@ -139,7 +139,9 @@ enum Role {
     /// otherwise: a Docker `HEALTHCHECK` for the `FROM scratch` image (master or node metrics).
     Health {
         /// The HOST:PORT to ask (the registry, the gateway, or a `--metrics-listen` address).
-        #[arg(default_value = "127.0.0.1:3000")]
+        /// The image's `HEALTHCHECK` runs `health` with no address: a node container sets
+        /// `DIST_HEALTH_ADDR` to its metrics address.
+        #[arg(env = "DIST_HEALTH_ADDR", default_value = "127.0.0.1:3000")]
         addr: String,
         /// How long to wait for the answer, in milliseconds.
         #[arg(long, default_value_t = 2000)]

@@ -50,10 +50,21 @@ pub fn start_master(interval_ms: u64, extra: &[&str]) -> (Proc, String, String) 
 
 /// [`start_master`] with the registry on `registry`.
 pub fn start_master_on(registry: &str, interval_ms: u64, extra: &[&str]) -> (Proc, String, String) {
+    start_master_with_env(registry, interval_ms, extra, &[])
+}
+
+/// [`start_master_on`] with environment variables `env` set for the process.
+pub fn start_master_with_env(
+    registry: &str,
+    interval_ms: u64,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Proc, String, String) {
     let mut child = Command::new(DEMO)
         .args(["master", "--registry", registry, "--gateway", "127.0.0.1:0"])
         .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
         .args(extra)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -513,14 +513,34 @@ async fn follow<C: ServiceClient>(
     mut membership: watch::Receiver<Membership>,
     stop: CancellationToken,
 ) {
-    while let Some(Ok(())) = stop.run_until_cancelled(membership.changed()).await {
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let snapshot = membership.borrow_and_update().clone();
-        shared.sync(&snapshot);
+    // Also sets the per-node gauges of the live nodes again every few seconds: an exporter that
+    // drops gauges left unchanged (the demo's, after a minute) then forgets only departed nodes.
+    let mut refresh = tokio::time::interval(GAUGE_REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = stop.run_until_cancelled(membership.changed()) => {
+                let Some(Ok(())) = changed else { return };
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let snapshot = membership.borrow_and_update().clone();
+                shared.sync(&snapshot);
+            }
+            _ = refresh.tick() => {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                for endpoint in shared.endpoints().iter() {
+                    crate::observe::node_in_flight(&endpoint.node.id, endpoint.own_in_flight());
+                }
+            }
+        }
     }
 }
+
+/// How often a router sets its per-node gauges again (see `follow`).
+const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
