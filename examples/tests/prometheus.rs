@@ -149,7 +149,7 @@ async fn prometheus_scrapes_master_gateway_and_nodes_and_sees_the_calls() {
     // A real Prometheus scrapes the four targets.
     let dir = procs::temp_dir("prometheus");
     let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n\
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
          - job_name: master\n  static_configs:\n  - targets: ['{registry}']\n\
          - job_name: gateway\n  static_configs:\n  - targets: ['{gateway}']\n\
          - job_name: node\n  static_configs:\n  - targets: ['{metrics_a}', '{metrics_b}']\n"
@@ -183,7 +183,8 @@ async fn prometheus_scrapes_master_gateway_and_nodes_and_sees_the_calls() {
         "every target up == 1: {:?}",
         query(&http, &prometheus, "up").await
     );
-    let counts = eventually(Duration::from_secs(20), || async {
+    // Generous: on a loaded 2-core machine a scrape can miss its timeout now and then.
+    let counts = eventually(Duration::from_secs(40), || async {
         let nodes = scalar(
             &http,
             &prometheus,
@@ -208,7 +209,8 @@ async fn prometheus_scrapes_master_gateway_and_nodes_and_sees_the_calls() {
     assert!(
         counts,
         "Prometheus sees 2 nodes up, {CALLS} calls served by the nodes and routed ok by the \
-         gateway: nodes {:?}, served {:?}, routed {:?}",
+         gateway: up {:?}, nodes {:?}, served {:?}, routed {:?}",
+        query(&http, &prometheus, "up").await,
         query(&http, &prometheus, "distribution_master_nodes").await,
         query(&http, &prometheus, "distribution_node_served_total").await,
         query(&http, &prometheus, "distribution_router_calls_total").await,
