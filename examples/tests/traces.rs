@@ -2,8 +2,7 @@
 //! in the master process (its gateway) and the "call handled" line in the node process that
 //! served it carry the same `trace_id`, sent in the tarpc context.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -11,28 +10,20 @@ use serde_json::Value;
 
 mod support;
 
-use support::procs::{DEMO, Proc};
+use support::procs::{DEMO, Proc, spawn_logged};
 
 /// Spawns the demo with JSON logs (debug for the routed and handled call lines) and forwards
 /// every log line, parsed.
 fn spawn_json(args: &[&str]) -> (Proc, mpsc::Receiver<Value>) {
-    let mut child = Command::new(DEMO)
-        .args(["--log-format", "json"])
-        .args(args)
-        .env(
-            "RUST_LOG",
-            "info,distribution_master::observe=debug,distribution_node::load=debug",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The demo logs to stderr.
-    let stdout = child.stderr.take().unwrap();
+    let mut command = Command::new(DEMO);
+    command.args(["--log-format", "json"]).args(args).env(
+        "RUST_LOG",
+        "info,distribution_master::observe=debug,distribution_node::load=debug",
+    );
+    let (child, lines) = spawn_logged(command, |_| true);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
+        for line in lines {
             let value: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
             if tx.send(value).is_err() {
@@ -40,7 +31,7 @@ fn spawn_json(args: &[&str]) -> (Proc, mpsc::Receiver<Value>) {
             }
         }
     });
-    (Proc(child), rx)
+    (child, rx)
 }
 
 /// The next log line whose message is `message`.

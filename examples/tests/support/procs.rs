@@ -60,27 +60,14 @@ pub fn start_master_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> (Proc, String, String) {
-    let mut child = Command::new(DEMO)
+    let mut command = Command::new(DEMO);
+    command
         .args(["master", "--registry", registry, "--gateway", "127.0.0.1:0"])
         .args(["--heartbeat-interval-ms", &interval_ms.to_string()])
         .args(extra)
         .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The demo logs to stderr.
-    let stdout = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains("listening") {
-                let _ = tx.send(line.clone());
-            }
-        }
-    });
+        .env("RUST_LOG", "info");
+    let (child, rx) = spawn_logged(command, |line| line.contains("listening"));
     let mut registry = None;
     let mut gateway = None;
     while registry.is_none() || gateway.is_none() {
@@ -100,7 +87,7 @@ pub fn start_master_with_env(
             gateway = Some(addr.to_string());
         }
     }
-    (Proc(child), registry.unwrap(), gateway.unwrap())
+    (child, registry.unwrap(), gateway.unwrap())
 }
 
 /// Starts `distribution-demo node` registering with `registry`, with `extra` flags.
@@ -143,32 +130,43 @@ pub async fn master_and_node(node_flags: &[&str]) -> (Proc, Proc, String) {
 /// Starts `distribution-demo node` with `--metrics-listen 127.0.0.1:0` and `extra` flags; returns
 /// it and the address its `/metrics` answers on (read from its log).
 pub fn start_node_with_metrics(registry: &str, extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(DEMO)
+    let mut command = Command::new(DEMO);
+    command
         .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The demo logs to stderr.
-    let stdout = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains("metrics listening") {
-                let _ = tx.send(line.clone());
-            }
-        }
-    });
+        .env("RUST_LOG", "info");
+    let (child, rx) = spawn_logged(command, |line| line.contains("metrics listening"));
     let line = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("node serves its metrics");
     let addr = line.split("addr=").nth(1).unwrap();
     let addr = addr.split_whitespace().next().unwrap().to_string();
-    (Proc(child), addr)
+    (child, addr)
+}
+
+/// Spawns `command` (stdout discarded) and forwards the lines of its log (the demo logs to
+/// stderr) that `keep` selects, read on a thread of their own so the pipe never fills.
+pub fn spawn_logged(
+    mut command: Command,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) -> (Proc, mpsc::Receiver<String>) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines() {
+            let Ok(line) = line else { return };
+            if keep(&line) && tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Proc(child), rx)
 }
 
 /// A fresh empty directory under the system's temporary directory.
