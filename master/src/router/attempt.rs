@@ -28,6 +28,46 @@ pub(super) enum Attempt {
     Fail(CallError),
 }
 
+/// The failed attempts of a call so far, for the plain and the hedged attempt loops alike.
+#[derive(Default)]
+pub(super) struct Failures {
+    /// Failures that count against the call's attempts (a node leaving does not).
+    pub(super) counted: u32,
+    last: Option<CallError>,
+}
+
+impl Failures {
+    /// Records a failed attempt; the call's final error when the failure ends it.
+    pub(super) fn record(&mut self, failure: Attempt) -> Result<(), CallError> {
+        match failure {
+            Attempt::Fail(err) => return Err(err),
+            Attempt::Retry(err) => {
+                tracing::debug!(error = %err, "attempt failed, trying another node");
+                self.counted += 1;
+                self.last = Some(err);
+            }
+            Attempt::Gone(err) => {
+                tracing::debug!(error = %err, "the node left, trying another one");
+                self.last = Some(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// The error a call ends with after trying `tried` nodes without an answer.
+    pub(super) fn into_error(self, tried: usize) -> CallError {
+        match self.last {
+            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
+                node,
+                attempts: tried as u32,
+                reason,
+            },
+            Some(other) => other,
+            None => CallError::NoNodeAvailable,
+        }
+    }
+}
+
 /// What one call may do, resolved from the router's config and the call's options.
 pub(super) struct Plan {
     pub(super) deadline: Instant,
@@ -52,11 +92,10 @@ impl<C: ServiceClient> Router<C> {
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last_failure: Option<CallError> = None;
-        // Failed attempts so far; attempts on nodes that left do not count. Bounded anyway: each
-        // node is tried once, and the deadline spans every attempt.
-        let mut failed = 0;
-        while failed < attempts {
+        // Attempts on nodes that left do not count. Bounded anyway: each node is tried once, and
+        // the deadline spans every attempt.
+        let mut failures = Failures::default();
+        while failures.counted < attempts {
             let Some(in_flight) = self.shared.pick(&tried) else {
                 break;
             };
@@ -77,27 +116,10 @@ impl<C: ServiceClient> Router<C> {
                         hedged: false,
                     });
                 }
-                Err(Attempt::Fail(err)) => return Err(err),
-                Err(Attempt::Retry(err)) => {
-                    tracing::debug!(error = %err, "attempt failed, trying another node");
-                    failed += 1;
-                    last_failure = Some(err);
-                }
-                Err(Attempt::Gone(err)) => {
-                    tracing::debug!(error = %err, "the node left, trying another one");
-                    last_failure = Some(err);
-                }
+                Err(failure) => failures.record(failure)?,
             }
         }
-        Err(match last_failure {
-            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
-                node,
-                attempts: tried.len() as u32,
-                reason,
-            },
-            Some(other) => other,
-            None => CallError::NoNodeAvailable,
-        })
+        Err(failures.into_error(tried.len()))
     }
 
     pub(super) async fn attempt<T, F, Fut>(

@@ -47,7 +47,7 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tracing::Instrument;
 
-use super::attempt::{Attempt, Plan};
+use super::attempt::{Attempt, Failures, Plan};
 use super::endpoint::{Backoff, Endpoint, InFlight};
 use super::window::{HedgeBudget, LatencyWindow};
 use super::{CallError, CallOptions, Reply, Router, RouterConfig};
@@ -256,8 +256,7 @@ impl<C: ServiceClient> Router<C> {
         let mut running = FuturesUnordered::new();
         // The attempts running, with when they started (to tell who lost a race).
         let mut pending: Vec<(Arc<Endpoint<C>>, Instant)> = Vec::new();
-        let mut last_failure: Option<CallError> = None;
-        let mut failed = 0;
+        let mut failures = Failures::default();
         let mut hedged = false;
         let timer = tokio::time::sleep(delay);
         tokio::pin!(timer);
@@ -265,7 +264,7 @@ impl<C: ServiceClient> Router<C> {
             // Before the backup one attempt runs, after it two; a failed one is replaced while
             // the call has attempts left (failover, as without hedging).
             let want = if hedged { 2 } else { 1 };
-            while running.len() < want && failed < attempts {
+            while running.len() < want && failures.counted < attempts {
                 let Some(in_flight) = self.shared.pick(&tried) else {
                     break;
                 };
@@ -301,16 +300,7 @@ impl<C: ServiceClient> Router<C> {
                                 hedged,
                             });
                         }
-                        Err(Attempt::Fail(err)) => return Err(err),
-                        Err(Attempt::Retry(err)) => {
-                            tracing::debug!(error = %err, "attempt failed, trying another node");
-                            failed += 1;
-                            last_failure = Some(err);
-                        }
-                        Err(Attempt::Gone(err)) => {
-                            tracing::debug!(error = %err, "the node left, trying another one");
-                            last_failure = Some(err);
-                        }
+                        Err(failure) => failures.record(failure)?,
                     }
                 }
                 () = &mut timer, if !hedged => {
@@ -331,15 +321,7 @@ impl<C: ServiceClient> Router<C> {
                 }
             }
         }
-        Err(match last_failure {
-            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
-                node,
-                attempts: tried.len() as u32,
-                reason,
-            },
-            Some(other) => other,
-            None => CallError::NoNodeAvailable,
-        })
+        Err(failures.into_error(tried.len()))
     }
 
     /// Starts one attempt of a hedged call on `in_flight`'s node.
