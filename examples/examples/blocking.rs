@@ -13,9 +13,9 @@
 use std::io::Write;
 use std::time::Duration;
 
+use distribution_client::blocking::BlockingRouter;
+use distribution_client::{CallOptions, RouterConfig, ScatterOptions};
 use distribution_examples::service::CalcClient;
-use distribution_master::blocking::BlockingRouter;
-use distribution_master::{CallOptions, RouterConfig, ScatterOptions};
 
 fn main() -> anyhow::Result<()> {
     let master = std::env::args()

@@ -1,5 +1,5 @@
 //! The demo's `client` mode: a job run from its own process against a running cluster, through a
-//! remote router ([`distribution_master::remote`]) that follows the master's node list and calls
+//! remote router ([`distribution_client::remote`]) that follows the master's node list and calls
 //! the nodes directly.
 //!
 //! - [`run_sum`]: `sum` of the same values, `repeat` times, `concurrency` calls at once;
@@ -14,8 +14,8 @@ use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use distribution_master::remote::{self, ConnectError, RemoteConfig};
-use distribution_master::{CallError, Membership, NodeStats, Router, ScatterError, ScatterOptions};
+use distribution_client::remote::{self, ConnectError, RemoteConfig};
+use distribution_client::{CallError, Membership, NodeStats, Router, ScatterError, ScatterOptions};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;

@@ -4,8 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use distribution_client::{Router, RouterConfig};
 use distribution_master::http::{self, HttpOptions};
-use distribution_master::{Master, MasterConfig, Router, RouterConfig};
+use distribution_master::{Master, MasterConfig};
 use distribution_node::{NodeConfig, NodeHandle, handler};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -5,7 +5,7 @@
 //! message; a cluster that cannot answer gets `503` (no node), `504` (deadline) or `502`.
 //!
 //! Both computations are pure, so their calls are idempotent and hedged (backup requests, see
-//! `distribution_master::HedgePolicy`): a node that pauses costs a caller a few milliseconds,
+//! `distribution_client::HedgePolicy`): a node that pauses costs a caller a few milliseconds,
 //! not an attempt timeout. `/sum` sends its backup after the router's recent 99th percentile
 //! (at least [`SUM_HEDGE_FLOOR`]); a palindrome chunk, whose work grows with its size, after
 //! [`chunk_hedge_delay`]. The budget and the ejection of a node that keeps losing the races are
@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router as HttpRouter};
-use distribution_master::{CallError, CallOptions, HedgeDelay, NodeRef, Router, ScatterOptions};
+use distribution_client::{CallError, CallOptions, HedgeDelay, NodeRef, Router, ScatterOptions};
 use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use distribution_client::blocking::{BlockingError, BlockingRouter, THREAD_NAME};
+use distribution_client::remote::RemoteConfig;
+use distribution_client::{CallOptions, RouterConfig, ScatterOptions};
 use distribution_examples::service::CalcClient;
-use distribution_master::blocking::{BlockingError, BlockingRouter, THREAD_NAME};
-use distribution_master::remote::RemoteConfig;
-use distribution_master::{CallOptions, RouterConfig, ScatterOptions};
 
 mod support;
 

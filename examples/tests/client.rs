@@ -7,10 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use distribution_client::remote::{self, RemoteConfig};
+use distribution_client::{Router, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
-use distribution_master::remote::{self, RemoteConfig};
-use distribution_master::{MasterConfig, Router, RouterConfig};
+use distribution_master::MasterConfig;
 use distribution_node::{NodeConfig, NodeHandle};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -355,7 +356,7 @@ async fn client_mode_runs_a_job_and_reports_result_time_and_calls_per_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_caller_follows_an_https_master_and_calls_tls_nodes() {
-    use distribution_master::remote::ConnectError;
+    use distribution_client::remote::ConnectError;
     use distribution_shared::tls::ClientTls;
     const NODE_NAME: &str = "node.cluster.test";
     let pki = support::pki::Pki::new("remote");

@@ -8,8 +8,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use distribution_client::{CallOptions, RouterConfig};
 use distribution_examples::service::CalcClient;
-use distribution_master::{CallOptions, MasterConfig, RouterConfig};
+use distribution_master::MasterConfig;
 use tokio::net::{TcpSocket, TcpStream};
 
 mod support;

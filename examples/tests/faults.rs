@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use distribution_client::remote::{self, RemoteConfig};
+use distribution_client::{CallOptions, Router, RouterConfig, ScatterOptions};
 use distribution_examples::service::{CalcClient, palindromes_answer};
-use distribution_master::remote::{self, RemoteConfig};
-use distribution_master::{
-    CallOptions, Master, MasterConfig, Router, RouterConfig, ScatterOptions,
-};
+use distribution_master::{Master, MasterConfig};
 use support::procs::{Proc, start_master_on, start_node};
 use support::wait_until;
 use tokio::net::TcpListener;
@@ -297,7 +296,7 @@ async fn a_node_that_fails_every_call_costs_no_idempotent_call() {
                 assert_eq!(reply.value, Ok(i));
                 served_by.insert(reply.node.id.to_string());
             }
-            Err(distribution_master::CallError::Remote { node, detail, .. }) => {
+            Err(distribution_client::CallError::Remote { node, detail, .. }) => {
                 assert!(detail.contains("injected fault"), "{detail}");
                 remote_errors.push(node.id.to_string());
             }

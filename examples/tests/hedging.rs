@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use distribution_client::{CallOptions, HedgePolicy, NodeStats, Router, RouterConfig};
 use distribution_examples::cluster::DemoMaster;
 use distribution_examples::service::CalcClient;
-use distribution_master::{
-    CallOptions, HedgePolicy, Master, MasterConfig, NodeStats, Router, RouterConfig,
-};
+use distribution_master::{Master, MasterConfig};
 use support::procs::{Proc, start_node};
 use support::wait_until;
 use tokio::net::TcpListener;

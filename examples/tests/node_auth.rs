@@ -15,9 +15,10 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use distribution_client::{CallError, Router, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::{CalcClient, CalcResponse};
-use distribution_master::{CallError, MasterConfig, Router, RouterConfig};
+use distribution_master::MasterConfig;
 use distribution_node::{NodeConfig, NodeHandle};
 use distribution_shared::handshake::{self, ANSWER_LEN, HANDSHAKE_TIMEOUT, HELLO_LEN, Key};
 use distribution_shared::wire::NodeList;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_master::{CallError, CallOptions, RouterConfig, ScatterOptions};
+use distribution_client::{CallError, CallOptions, RouterConfig, ScatterOptions};
 use support::{master, master_on, master_with_interval, node, node_for, router, wait_until};
 use tokio::time::Instant;
 
@@ -56,7 +56,7 @@ async fn a_node_killed_mid_run_costs_no_call() {
     let victim = nodes.remove(0);
     let victim_id = victim.id().to_string();
     let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-    let worker = |router: distribution_master::Router<_>,
+    let worker = |router: distribution_client::Router<_>,
                   killed_at: Arc<std::sync::OnceLock<Instant>>| async move {
         let mut results = Vec::new();
         for i in 0..60i64 {

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::Duration;
 
+use distribution_client::{CallError, Router, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
-use distribution_master::{CallError, MasterConfig, Router, RouterConfig};
+use distribution_master::MasterConfig;
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
 use support::pki::Pki;

@@ -18,7 +18,7 @@ fn spawn_json(args: &[&str]) -> (Proc, mpsc::Receiver<Value>) {
     let mut command = Command::new(DEMO);
     command.args(["--log-format", "json"]).args(args).env(
         "RUST_LOG",
-        "info,distribution_master::observe=debug,distribution_node::load=debug",
+        "info,distribution_client::observe=debug,distribution_node::load=debug",
     );
     let (child, lines) = spawn_logged(command, |_| true);
     let (tx, rx) = mpsc::channel();

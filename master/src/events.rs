@@ -9,7 +9,7 @@
 //!
 //! It is the one source for everything that follows changes rather than snapshots:
 //! `GET /v1/events` (server-sent events, resumable with `Last-Event-ID`), [`crate::Master::events`]
-//! and [`crate::remote::events`] (Rust streams), the status page, and later a follower asking for
+//! and `distribution_client::remote::events` (Rust streams), the status page, and later a follower asking for
 //! "the changes since index N".
 //!
 //! The log lives inside the registry's state and is written under the registry's lock by the

@@ -32,28 +32,18 @@
 
 pub mod api;
 pub mod auth;
-pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod lease;
-pub mod membership;
 pub mod observe;
 pub mod registry;
-pub mod remote;
-pub mod router;
 pub mod server;
 pub mod sse;
 pub mod status;
 pub mod watch;
 
 pub use config::MasterConfig;
-pub use membership::{LoadReport, Member, Membership};
 pub use registry::Registry;
-pub use remote::{ConnectError, RemoteConfig};
-pub use router::{
-    CallError, CallHandle, CallOptions, HedgeDelay, HedgePolicy, HedgeStats, NodeRef, NodeStats,
-    Reply, Router, RouterConfig, ScatterError, ScatterOptions,
-};
 pub use server::Master;

@@ -25,8 +25,8 @@ use tracing::info;
 
 use crate::config::MasterConfig;
 use crate::events::{EventLog, Since};
-use crate::membership::{LoadReport, Member, Membership};
 use crate::observe;
+use distribution_client::membership::{LoadReport, Member, Membership};
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
 /// made it; above, by the publisher task when it runs (see the module's documentation).

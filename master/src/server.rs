@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Secret};
 use crate::config::MasterConfig;
 use crate::registry::Registry;
-use crate::router::{Router, RouterConfig};
 use crate::{api, events, http, lease};
+use distribution_client::{Router, RouterConfig};
 use distribution_shared::wire::MembershipEvent;
 use futures::{Stream, StreamExt};
 

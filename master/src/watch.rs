@@ -30,8 +30,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::membership::Membership;
 use crate::registry::Registry;
+use distribution_client::membership::Membership;
 
 /// How long a blocking query waits when it names no `wait`: 5 minutes (Consul's default).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use distribution_client::remote::{self, RemoteConfig};
 use distribution_master::events::HISTORY;
 use distribution_master::registry::Registration;
-use distribution_master::remote::{self, RemoteConfig};
 use distribution_master::{Master, MasterConfig, Registry};
 use distribution_shared::wire::{EventKind, Heartbeat, MembershipEvent};
 use eventsource_stream::Eventsource;

@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use distribution_client::Membership;
+use distribution_client::remote::{self, ConnectError, RemoteConfig};
 use distribution_master::registry::Registration;
-use distribution_master::remote::{self, ConnectError, RemoteConfig};
-use distribution_master::{Master, MasterConfig, Membership, Registry};
+use distribution_master::{Master, MasterConfig, Registry};
 use distribution_shared::wire::NodeList;
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use distribution_master::{CallError, Master, MasterConfig, RouterConfig};
+use distribution_client::{CallError, RouterConfig};
+use distribution_master::{Master, MasterConfig};
 use distribution_node::load::HANDLER_PANICKED;
 use distribution_node::{NodeConfig, handler};
 use tarpc::context;

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use distribution_master::{Master, MasterConfig, RouterConfig};
+use distribution_client::RouterConfig;
+use distribution_master::{Master, MasterConfig};
 use distribution_node::{NodeConfig, NodeHandle, handler};
 use tarpc::context;
 use tokio::io::AsyncReadExt;

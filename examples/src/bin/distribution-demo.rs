@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use distribution_client::{RemoteConfig, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
 use distribution_examples::{client, telemetry};
-use distribution_master::{MasterConfig, RemoteConfig, RouterConfig};
+use distribution_master::MasterConfig;
 use distribution_node::{NodeConfig, NodeTls};
 use distribution_shared::tls::{ClientTls, TlsFiles};
 use tokio::net::TcpListener;
@@ -434,7 +435,7 @@ async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Res
             events: true,
             after,
         } => {
-            let events = distribution_master::remote::events_after(master, &config, after)?;
+            let events = distribution_client::remote::events_after(master, &config, after)?;
             tokio::select! {
                 result = client::watch_events(events, std::io::stdout()) => result?,
                 _ = distribution_node::shutdown::signal() => {}
@@ -442,7 +443,7 @@ async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Res
             return Ok(());
         }
         Job::Watch { events: false, .. } => {
-            let feed = distribution_master::remote::follow(master, &config).await?;
+            let feed = distribution_client::remote::follow(master, &config).await?;
             tokio::select! {
                 result = client::watch(feed, std::io::stdout()) => result?,
                 _ = distribution_node::shutdown::signal() => {}

@@ -8,9 +8,10 @@ pub mod procs;
 use std::future::Future;
 use std::time::Duration;
 
+use distribution_client::{Router, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
-use distribution_master::{MasterConfig, Router, RouterConfig};
+use distribution_master::MasterConfig;
 use distribution_node::{NodeConfig, NodeHandle};
 use tokio::net::TcpListener;
 

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use distribution_client::blocking::BlockingRouter;
+use distribution_client::remote::{self, RemoteConfig};
+use distribution_client::{Router, RouterConfig};
 use distribution_examples::service::CalcClient;
-use distribution_master::blocking::BlockingRouter;
-use distribution_master::remote::{self, RemoteConfig};
-use distribution_master::{Router, RouterConfig};
 use serde::Serialize;
 
 use crate::Args;

@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use distribution_client::{CallOptions, HedgePolicy, HedgeStats, Router, RouterConfig};
 use distribution_examples::service::CalcClient;
-use distribution_master::{
-    CallOptions, HedgePolicy, HedgeStats, Master, MasterConfig, Router, RouterConfig,
-};
+use distribution_master::{Master, MasterConfig};
 use serde::Serialize;
 use tokio::net::TcpListener;
 

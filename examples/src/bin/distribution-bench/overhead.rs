@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use distribution_client::{Membership, Router, RouterConfig};
 use distribution_examples::service::CalcClient;
-use distribution_master::{Master, MasterConfig, Membership, Router, RouterConfig};
+use distribution_master::{Master, MasterConfig};
 use distribution_shared::handshake::Key;
 use distribution_shared::{ServiceClient, defaults, stream};
 use serde::{Deserialize, Serialize};

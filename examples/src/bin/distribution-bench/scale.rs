@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use distribution_client::{Router, RouterConfig};
 use distribution_examples::service::CalcClient;
 use distribution_master::registry::Registration;
-use distribution_master::{Master, MasterConfig, Registry, Router, RouterConfig};
+use distribution_master::{Master, MasterConfig, Registry};
 use distribution_shared::{ServiceClient, defaults, stream};
 use serde::Serialize;
 

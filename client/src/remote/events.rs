@@ -4,7 +4,7 @@
 //! The stream follows the server-sent events through outages: when the connection drops or the
 //! master is down it reconnects with a backoff (the remote caller's `retry_base` doubling to
 //! `retry_max`) and resumes with `Last-Event-ID`, so nothing within the master's bounded history
-//! ([`crate::events::HISTORY`]) is missed; a gap beyond it is logged. A restarted master (its
+//! (the master's `events::HISTORY`) is missed; a gap beyond it is logged. A restarted master (its
 //! index starts again from zero) sends its whole history. The background task stops when the
 //! stream is dropped.
 
@@ -29,7 +29,7 @@ const BUFFER: usize = 256;
 ///
 /// ```no_run
 /// # async fn demo() -> anyhow::Result<()> {
-/// use distribution_master::remote::{self, RemoteConfig};
+/// use distribution_client::remote::{self, RemoteConfig};
 /// use futures::StreamExt;
 /// let mut events = remote::events("10.0.0.5:3000", &RemoteConfig::default())?;
 /// while let Some(event) = events.next().await {

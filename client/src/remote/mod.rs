@@ -20,7 +20,7 @@
 //! ```
 //!
 //! [`connect`] fetches the node list once (so calls right after it find the nodes), then spawns a
-//! watcher task that keeps one blocking query open ([`crate::watch`]) and publishes each new node
+//! watcher task that keeps one blocking query open (the master's `watch` module) and publishes each new node
 //! set into the `tokio::sync::watch` channel that the [`Router`] follows.
 //!
 //! # Load figures
@@ -109,7 +109,7 @@ pub struct RemoteConfig {
     /// The largest node list the caller reads. Default 64 MiB (100,000 nodes take about 20 MiB).
     pub max_list_bytes: usize,
     /// The cluster secret, sent as `Authorization: Bearer` when the master has one (see
-    /// [`crate::auth`]), and proved to every node in the cluster handshake. One secret for
+    /// the master's `auth` module), and proved to every node in the cluster handshake. One secret for
     /// both: when only this or only `router.secret` is set, it serves for both. Default none.
     /// Never logged.
     pub secret: Option<String>,
@@ -217,7 +217,7 @@ pub enum ConnectError {
 /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
 /// # distribution_shared::service_client!(ArithClient);
 /// # async fn demo() -> anyhow::Result<()> {
-/// use distribution_master::{RouterConfig, remote};
+/// use distribution_client::{RouterConfig, remote};
 /// let router = remote::connect::<ArithClient>("10.0.0.5:3000", RouterConfig::default()).await?;
 /// let reply = router
 ///     .call(|client, ctx| async move { client.sum(ctx, vec![2, 4, 6]).await })
@@ -564,9 +564,9 @@ fn jittered(pause: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MasterConfig;
-    use crate::registry::Registration;
-    use crate::server::Master;
+    use distribution_master::Master;
+    use distribution_master::config::MasterConfig;
+    use distribution_master::registry::Registration;
 
     #[test]
     fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {

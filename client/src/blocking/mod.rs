@@ -29,7 +29,7 @@
 //!   at once instead of blocking a worker thread (which could deadlock that runtime). Async code
 //!   uses the async router.
 //! - **Wrapping**: [`BlockingRouter::from_async`] turns a router that already runs on a
-//!   multi-threaded runtime (e.g. an in-process master's [`crate::Master::router`]) into a
+//!   multi-threaded runtime (e.g. an in-process master's `distribution_master::Master::router`) into a
 //!   blocking one, without a second runtime.
 
 mod error;
@@ -71,8 +71,8 @@ pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
 /// # distribution_shared::service_client!(ArithClient);
 /// # fn main() -> anyhow::Result<()> {
-/// use distribution_master::RouterConfig;
-/// use distribution_master::blocking::BlockingRouter;
+/// use distribution_client::RouterConfig;
+/// use distribution_client::blocking::BlockingRouter;
 ///
 /// // No runtime to create: the router owns one.
 /// let router = BlockingRouter::<ArithClient>::connect("10.0.0.5:3000", RouterConfig::default())?;

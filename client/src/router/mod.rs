@@ -95,7 +95,7 @@ pub struct RouterConfig {
     pub seed: Option<u64>,
     /// The cluster secret, proved to each node when the connection opens (the cluster
     /// handshake, [`distribution_shared::handshake`]); required by nodes that have one. `None`:
-    /// no handshake. [`crate::Master::router_with`] and [`crate::remote`] fill it in from the
+    /// no handshake. `distribution_master::Master::router_with` and [`crate::remote`] fill it in from the
     /// master's or the remote caller's secret when it is `None`. Never logged.
     pub secret: Option<String>,
     /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
@@ -243,7 +243,7 @@ impl<C> Drop for Shared<C> {
 }
 
 impl<C: ServiceClient> Router<C> {
-    /// A router following `membership` (see [`crate::Master::router`] for the in-process one).
+    /// A router following `membership` (see `distribution_master::Master::router` for the in-process one).
     /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
     /// ends when the router is dropped or the feed closes (the router then keeps its last view).
     pub fn new(membership: watch::Receiver<Membership>, config: RouterConfig) -> Self {
@@ -336,7 +336,7 @@ impl<C: ServiceClient> Router<C> {
     /// ```no_run
     /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
     /// # distribution_shared::service_client!(ArithClient);
-    /// # async fn demo(router: distribution_master::Router<ArithClient>) -> anyhow::Result<()> {
+    /// # async fn demo(router: distribution_client::Router<ArithClient>) -> anyhow::Result<()> {
     /// let reply = router
     ///     .call(|client, ctx| async move { client.sum(ctx, vec![2, 4, 6]).await })
     ///     .await?;
