@@ -24,7 +24,7 @@ use distribution_master::remote::{self, RemoteConfig};
 use distribution_master::{Router, RouterConfig};
 use serde::Serialize;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc};
 use crate::report::Section;
 use crate::stats;

@@ -34,7 +34,7 @@ use distribution_master::{CallOptions, Master, MasterConfig, Router, RouterConfi
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc, Proc};
 use crate::report::Section;
 use crate::stats;

@@ -36,7 +36,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc};
 use crate::report::Section;
 use crate::{stats, system};
