@@ -7,8 +7,9 @@ BENCH_ARGS ?=
 
 .PHONY: bench bench-quick bench-build
 
+## bench-build: the benchmark (crate `bench/`) and the `distribution-demo` it runs as processes.
 bench-build:
-	$(CARGO) build --release -p distribution-examples --bins
+	$(CARGO) build --release -p distribution-bench -p distribution-examples --bin distribution-bench --bin distribution-demo
 
 ## bench: every benchmark; figures in $(BENCH_OUT)/*.json, the plot in $(BENCH_OUT)/latency.png.
 bench: bench-build

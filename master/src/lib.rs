@@ -29,9 +29,14 @@
 //!   master's node list: [`remote::connect`].
 //! - [`blocking`] wraps a router for synchronous code (no runtime to create): each call blocks
 //!   the calling thread, as the Go original's `Call` did: [`blocking::BlockingRouter`].
+//! - `cli` (feature `cli`, on by default): the command line of a master process, shared by the
+//!   standalone `distribution-master` program (registry, API, events, status page, metrics; no
+//!   gateway: the nodes run your own services) and `distribution-demo master`.
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;

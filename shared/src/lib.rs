@@ -17,7 +17,8 @@
 //! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`);
 //! - [`listener`]: the limits every listener applies per connection (per-peer-IP limit, idle
 //!   timeout);
-//! - [`backoff`]: the one exponential backoff of the retry loops.
+//! - [`backoff`]: the one exponential backoff of the retry loops;
+//! - [`shutdown`]: the wait for SIGTERM or Ctrl-C that stops a node or a master gracefully.
 //!
 //! `master/` and `node/` both depend on this crate and never on each other.
 
@@ -27,6 +28,7 @@ pub mod handshake;
 pub mod listener;
 pub mod resolve;
 pub mod service;
+pub mod shutdown;
 pub mod stream;
 pub mod tls;
 pub mod transport;

@@ -10,8 +10,9 @@
 //! distribution-demo health [HOST:PORT]
 //! distribution-demo client --master HOST:PORT watch [--events [--after N]]
 //! ```
-
-use std::io::IsTerminal;
+//!
+//! The master mode is `distribution-master` plus the gateway: its flags, the security flags and
+//! `--log-format` are the structs of `distribution_master::cli`, flattened here.
 
 /// mimalloc: fewer cycles per allocation than glibc's malloc on the HTTP and RPC paths.
 #[global_allocator]
@@ -25,12 +26,9 @@ use distribution_client::{RemoteConfig, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
 use distribution_examples::{client, telemetry};
-use distribution_master::MasterConfig;
+use distribution_master::cli::{Logging, MasterArgs, Security};
 use distribution_node::{NodeConfig, NodeTls};
-use distribution_shared::tls::{ClientTls, TlsFiles};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(
@@ -38,64 +36,24 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
     about = "distribution demo: a master with /sum and /palindrom, or a node"
 )]
 struct Cli {
-    /// Log lines as text or as JSON objects (one per line, for log collectors); either way with
-    /// `trace_id` on routed and handled calls at debug level (`RUST_LOG=debug`).
-    #[arg(
-        long,
-        global = true,
-        env = "DIST_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    logging: Logging,
     #[command(subcommand)]
     role: Role,
-}
-
-/// How log lines look.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 #[derive(Subcommand)]
 enum Role {
     /// Run the registry (nodes register here) and the HTTP gateway (/sum, /palindrom).
+    ///
+    /// The registry's flags are those of `distribution-master` (the same code); `--gateway` is
+    /// the demo's own.
     Master {
-        /// Where the registry API listens.
-        #[arg(long, env = "DIST_REGISTRY", default_value = "0.0.0.0:3000")]
-        registry: String,
+        #[command(flatten)]
+        master: MasterArgs,
         /// Where the HTTP gateway listens.
         #[arg(long, env = "DIST_GATEWAY", default_value = "0.0.0.0:3001")]
         gateway: String,
-        /// How often nodes heartbeat, in milliseconds.
-        #[arg(long, env = "DIST_HEARTBEAT_INTERVAL_MS", default_value_t = 1000,
-              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
-        heartbeat_interval_ms: u64,
-        /// How long a silent node keeps its lease, in milliseconds (default: 3 intervals).
-        #[arg(long, env = "DIST_TTL_MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
-        ttl_ms: Option<u64>,
-        /// The most nodes the registry holds (registrations beyond get 503).
-        #[arg(long, env = "DIST_MAX_NODES", default_value_t = distribution_shared::defaults::MAX_NODES as u64,
-              value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-        max_nodes: u64,
-        /// The most connections one peer IP may hold open on the registry and on the gateway
-        /// (more are closed at once). Raise it when many nodes or callers share one IP.
-        #[arg(long, env = "DIST_MAX_CONNECTIONS_PER_IP",
-              default_value_t = distribution_shared::defaults::MAX_CONNECTIONS_PER_IP as u64,
-              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-        max_connections_per_ip: u64,
-        /// How long a connection to the registry or the gateway may stay silent, with no request
-        /// in flight, before it is closed, in milliseconds.
-        #[arg(long, env = "DIST_IDLE_TIMEOUT_MS",
-              default_value_t = distribution_shared::defaults::IDLE_TIMEOUT.as_millis() as u64,
-              value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
-        idle_timeout_ms: u64,
-        #[command(flatten)]
-        security: Security,
     },
     /// Run a node serving the Calc service and registering with the master.
     Node {
@@ -164,82 +122,6 @@ enum Role {
     },
 }
 
-/// Who may join and call: the cluster secret and TLS files, shared by master, node and client.
-#[derive(clap::Args)]
-struct Security {
-    /// The cluster secret: the master requires it on its /v1 API; nodes present it there and
-    /// require it of every caller (a handshake on each connection, before any call); the
-    /// gateway and the client prove it. The gateway itself stays public.
-    #[arg(long, env = "DIST_SECRET", hide_env_values = true, global = true)]
-    secret: Option<String>,
-    /// Read the cluster secret from this file (Docker secrets); its trailing newline is
-    /// dropped.
-    #[arg(
-        long,
-        env = "DIST_SECRET_FILE",
-        conflicts_with = "secret",
-        global = true
-    )]
-    secret_file: Option<std::path::PathBuf>,
-    /// The cluster CA (PEM): turns TLS on; peers' certificates must chain to it.
-    #[arg(long, env = "DIST_TLS_CA", global = true)]
-    tls_ca: Option<std::path::PathBuf>,
-    /// This member's certificate chain (PEM).
-    #[arg(long, env = "DIST_TLS_CERT", requires = "tls_ca", global = true)]
-    tls_cert: Option<std::path::PathBuf>,
-    /// This member's private key (PEM).
-    #[arg(long, env = "DIST_TLS_KEY", requires = "tls_cert", global = true)]
-    tls_key: Option<std::path::PathBuf>,
-    /// Mutual TLS: require a certificate from the cluster CA of every client.
-    #[arg(
-        long,
-        env = "DIST_TLS_REQUIRE_CLIENT_CERT",
-        requires = "tls_ca",
-        global = true
-    )]
-    tls_require_client_cert: bool,
-    /// The name every node certificate carries (default: the node's host).
-    #[arg(long, env = "DIST_TLS_SERVER_NAME", requires = "tls_ca", global = true)]
-    tls_server_name: Option<String>,
-}
-
-impl Security {
-    /// The cluster secret, from `--secret` or read from `--secret-file`.
-    fn secret(&self) -> anyhow::Result<Option<String>> {
-        let Some(path) = &self.secret_file else {
-            return Ok(self.secret.clone());
-        };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the secret file {}", path.display()))?;
-        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
-        anyhow::ensure!(
-            !secret.is_empty(),
-            "the secret file {} is empty",
-            path.display()
-        );
-        Ok(Some(secret))
-    }
-
-    fn files(&self) -> Option<TlsFiles> {
-        Some(TlsFiles {
-            ca: self.tls_ca.clone()?,
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
-            require_client_cert: self.tls_require_client_cert,
-        })
-    }
-
-    fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
-        let Some(files) = self.files() else {
-            return Ok(None);
-        };
-        Ok(Some(ClientTls {
-            config: files.client_config()?,
-            server_name: self.tls_server_name.clone(),
-        }))
-    }
-}
-
 #[derive(Subcommand)]
 enum Job {
     /// Add values on the nodes (the same sum, --repeat times).
@@ -284,50 +166,21 @@ async fn main() -> anyhow::Result<()> {
     // warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
     let client = matches!(cli.role, Role::Client { .. } | Role::Health { .. });
     let level = if client { "warn" } else { "info" };
-    let writer = BoxMakeWriter::new(std::io::stderr);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let logs = tracing_subscriber::fmt()
-        .with_writer(writer)
-        .with_env_filter(filter);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().with_current_span(false).init(),
-    }
+    cli.logging.init(level);
     match cli.role {
         Role::Health { addr, timeout_ms } => {
             return health(&addr, Duration::from_millis(timeout_ms)).await;
         }
-        Role::Master {
-            registry,
-            gateway,
-            heartbeat_interval_ms,
-            ttl_ms,
-            max_nodes,
-            max_connections_per_ip,
-            idle_timeout_ms,
-            security,
-        } => {
-            let mut config =
-                MasterConfig::with_interval(Duration::from_millis(heartbeat_interval_ms));
-            if let Some(ttl) = ttl_ms {
-                config.ttl = Duration::from_millis(ttl);
-            }
-            config.max_nodes = usize::try_from(max_nodes).context("--max-nodes")?;
-            config.http.max_connections_per_ip =
-                usize::try_from(max_connections_per_ip).context("--max-connections-per-ip")?;
-            config.http.idle_timeout = Duration::from_millis(idle_timeout_ms);
-            config.secret = security.secret()?;
+        Role::Master { master, gateway } => {
+            let mut config = master.config()?;
             config.metrics = Some(telemetry::render());
-            if let Some(files) = security.files() {
-                config.http.tls = Some(files.server_config().context("registry TLS")?);
-            }
             let router = RouterConfig {
-                tls: security.client_tls().context("gateway TLS")?,
+                tls: master.security.client_tls("gateway")?,
                 ..RouterConfig::default()
             };
-            let registry = TcpListener::bind(&registry)
+            let registry = TcpListener::bind(&master.registry)
                 .await
-                .with_context(|| format!("cannot listen on {registry}"))?;
+                .with_context(|| format!("cannot listen on {}", master.registry))?;
             let gateway = TcpListener::bind(&gateway)
                 .await
                 .with_context(|| format!("cannot listen on {gateway}"))?;
@@ -386,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
             let config = RemoteConfig {
                 secret: security.secret()?,
                 router: RouterConfig {
-                    tls: security.client_tls().context("client TLS")?,
+                    tls: security.client_tls("client")?,
                     ..RouterConfig::default()
                 },
                 ..RemoteConfig::default()
@@ -498,29 +351,21 @@ mod tests {
     }
 
     #[test]
-    fn the_secret_file_gives_the_secret_without_its_newline() {
-        let path = std::env::temp_dir().join(format!("dist-secret-{}", std::process::id()));
-        std::fs::write(&path, "from-a-file\n").unwrap();
-        let file = path.to_str().unwrap();
-        let security = security_of(&["demo", "node", "--master", "m:1", "--secret-file", file]);
-        assert_eq!(security.secret().unwrap().as_deref(), Some("from-a-file"));
-        let both = [
+    fn the_master_mode_takes_the_shared_flags_and_its_gateway() {
+        let args = [
             "demo",
-            "node",
-            "--master",
-            "m:1",
+            "master",
+            "--max-nodes",
+            "5",
+            "--gateway",
+            "g:1",
             "--secret",
-            "x",
-            "--secret-file",
-            file,
+            "s",
         ];
-        assert!(Cli::try_parse_from(both).is_err(), "one or the other");
-        std::fs::write(&path, "\n").unwrap();
-        assert!(
-            security_of(&["demo", "node", "--master", "m:1", "--secret-file", file])
-                .secret()
-                .is_err()
-        );
-        let _ = std::fs::remove_file(&path);
+        let Role::Master { master, gateway } = Cli::try_parse_from(args).unwrap().role else {
+            panic!("not the master mode");
+        };
+        assert_eq!((master.max_nodes, gateway.as_str()), (5, "g:1"));
+        assert_eq!(master.config().unwrap().secret.as_deref(), Some("s"));
     }
 }

@@ -30,7 +30,7 @@ use distribution_shared::{ServiceClient, defaults, stream};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs;
 use crate::report::Section;
 use crate::rounds::{Round, load, micros, summarize};

@@ -16,7 +16,7 @@ use anyhow::Context;
 use distribution_examples::palindrome;
 use serde::Serialize;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc, Proc};
 use crate::report::Section;
 use crate::system;

@@ -35,7 +35,7 @@ use distribution_master::{Master, MasterConfig};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc, Proc};
 use crate::report::Section;
 use crate::stats;

@@ -19,7 +19,13 @@
 //! - [`scatter`]: `/palindrom` over 1 and 2 nodes against a single-threaded local count.
 //! - [`blocking`]: blocking calls from threads against async calls from tasks, at 1 and 16.
 //! - [`hedging`]: a node SIGSTOPped for 5 s under load, backup requests off against on.
+//! - [`scale`]: routed calls over 1 to 10,000 members against raw tarpc.
+//!
+//! The command line is [`args`]; the helpers every part shares are their own modules (processes:
+//! [`procs`], figures: [`stats`], [`rounds`], [`report`], the machine: [`system`]), so no part
+//! depends on this file.
 
+mod args;
 mod blocking;
 mod capacity;
 mod connect;
@@ -35,77 +41,11 @@ mod scatter;
 mod stats;
 mod system;
 
-use std::path::PathBuf;
-
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
+use args::{Args, Part};
 use report::Section;
-
-/// The command line: where the figures go, which parts run, and how big.
-#[derive(Parser, Debug, Clone)]
-#[command(
-    about = "distribution benchmarks: routed vs raw, master capacity, failure detection, scatter/gather, blocking vs async calls, backup requests"
-)]
-pub struct Args {
-    /// Where the JSON figures and the plot go.
-    #[arg(long, default_value = "target/bench")]
-    pub out: PathBuf,
-    /// Run only these parts (comma-separated); default: all.
-    #[arg(long, value_delimiter = ',')]
-    pub only: Vec<Part>,
-    /// Smaller sizes and shorter runs: a smoke run of the benchmark itself, not figures to quote.
-    #[arg(long)]
-    pub quick: bool,
-    /// Do not install the metrics recorder (the libraries' recording is then a no-op), to see
-    /// what recording costs. By default the benchmark records, as the demo programs do.
-    #[arg(long)]
-    pub no_metrics: bool,
-    /// The `distribution-demo` binary to run masters and nodes as processes (default: beside
-    /// this binary).
-    #[arg(long)]
-    pub demo: Option<PathBuf>,
-}
-
-/// One part of the suite.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// Routing overhead: routed vs raw tarpc.
-    Overhead,
-    /// Master capacity: simulated nodes heartbeating.
-    Capacity,
-    /// Failure detection: node SIGKILL and master restart.
-    Detection,
-    /// Scatter/gather: /palindrom over 1 and 2 nodes vs local.
-    Scatter,
-    /// Blocking calls from threads vs async calls from tasks.
-    Blocking,
-    /// A paused node under load, backup requests off vs on.
-    Hedging,
-    /// Routed calls over 1 to 10,000 members vs raw tarpc.
-    Scale,
-}
-
-impl Args {
-    fn wants(&self, part: Part) -> bool {
-        self.only.is_empty() || self.only.contains(&part)
-    }
-
-    /// The `distribution-demo` binary, beside this one unless given.
-    pub fn demo_binary(&self) -> anyhow::Result<PathBuf> {
-        if let Some(path) = &self.demo {
-            return Ok(path.clone());
-        }
-        let me = std::env::current_exe().context("where is this binary?")?;
-        let path = me.with_file_name("distribution-demo");
-        anyhow::ensure!(
-            path.exists(),
-            "{} not found: build it first (`cargo build --release -p distribution-examples`) or pass --demo",
-            path.display()
-        );
-        Ok(path)
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

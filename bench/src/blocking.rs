@@ -24,7 +24,7 @@ use distribution_client::{Router, RouterConfig};
 use distribution_examples::service::CalcClient;
 use serde::Serialize;
 
-use crate::Args;
+use crate::args::Args;
 use crate::procs::{self, MasterProc};
 use crate::report::Section;
 use crate::stats;
