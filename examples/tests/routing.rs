@@ -56,23 +56,20 @@ async fn a_node_killed_mid_run_costs_no_call() {
     let victim = nodes.remove(0);
     let victim_id = victim.id().to_string();
     let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-    let worker = |router: distribution_client::Router<_>,
-                  killed_at: Arc<std::sync::OnceLock<Instant>>| async move {
-        let mut results = Vec::new();
-        for i in 0..60i64 {
-            // When the call started, relative to the kill (None: before it).
-            let started_after = killed_at.get().map(|at| at.elapsed());
-            let reply = router
-                .call(
-                    move |client: distribution_examples::service::CalcClient, ctx| async move {
-                        client.sum(ctx, vec![i, i]).await
-                    },
-                )
-                .await;
-            results.push((i, reply, started_after));
-        }
-        results
-    };
+    let worker =
+        |router: distribution_client::Router<distribution_examples::service::CalcClient>,
+         killed_at: Arc<std::sync::OnceLock<Instant>>| async move {
+            let mut results = Vec::new();
+            for i in 0..60i64 {
+                // When the call started, relative to the kill (None: before it).
+                let started_after = killed_at.get().map(|at| at.elapsed());
+                let reply = router
+                    .call(move |client, ctx| async move { client.sum(ctx, vec![i, i]).await })
+                    .await;
+                results.push((i, reply, started_after));
+            }
+            results
+        };
     let workers: Vec<_> = (0..8)
         .map(|_| tokio::spawn(worker(router.clone(), killed_at.clone())))
         .collect();

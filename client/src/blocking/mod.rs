@@ -80,12 +80,12 @@ pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// println!("{} from {}", reply.value, reply.node);
 /// # Ok(()) }
 /// ```
-pub struct BlockingRouter<C> {
+pub struct BlockingRouter<C: ServiceClient> {
     router: Router<C>,
     driver: Arc<Driver>,
 }
 
-impl<C> Clone for BlockingRouter<C> {
+impl<C: ServiceClient> Clone for BlockingRouter<C> {
     fn clone(&self) -> Self {
         Self {
             router: self.router.clone(),
@@ -94,7 +94,7 @@ impl<C> Clone for BlockingRouter<C> {
     }
 }
 
-impl<C> std::fmt::Debug for BlockingRouter<C> {
+impl<C: ServiceClient> std::fmt::Debug for BlockingRouter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockingRouter")
             .field("owns_runtime", &self.driver.owned.is_some())
@@ -227,7 +227,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     /// (on different nodes) when connections fail.
     pub fn call<T, F, Fut>(&self, f: F) -> Result<Reply<T>, BlockingError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(C::OnNode, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         self.call_with(CallOptions::default(), f)
@@ -240,7 +240,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
         f: F,
     ) -> Result<Reply<T>, BlockingError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(C::OnNode, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let reply: Result<Reply<T>, CallError> =
@@ -255,7 +255,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     pub fn spawn<T, F, Fut>(&self, f: F) -> BlockingCallHandle<T>
     where
         T: Send + 'static,
-        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
         self.spawn_with(CallOptions::default(), f)
@@ -265,7 +265,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     pub fn spawn_with<T, F, Fut>(&self, options: CallOptions, f: F) -> BlockingCallHandle<T>
     where
         T: Send + 'static,
-        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
         // The async router spawns on the current runtime: make it this router's.
@@ -283,7 +283,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     ) -> Result<Vec<Reply<T>>, BlockingError>
     where
         I: Clone,
-        F: Fn(C, Context, I) -> Fut,
+        F: Fn(C::OnNode, Context, I) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let replies: Result<Vec<Reply<T>>, ScatterError> = self

@@ -14,7 +14,7 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tracing::Instrument;
 
-use super::endpoint::{Backoff, Endpoint};
+use super::endpoint::{Backoff, Conn, Endpoint};
 use super::{CallError, Reply, Router, error};
 
 pub(super) enum Attempt {
@@ -88,7 +88,7 @@ impl<C: ServiceClient> Router<C> {
         f: &F,
     ) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let mut tried: Vec<Arc<str>> = Vec::new();
@@ -129,7 +129,7 @@ impl<C: ServiceClient> Router<C> {
         f: &F,
     ) -> Result<T, Attempt>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let config = &self.shared.config;

@@ -10,16 +10,18 @@
 //! (a blackholed host) so costs one connect timeout in all, after which every waiting call moves
 //! to another node, instead of each waiting call dialling again with a full timeout in turn.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use distribution_shared::ServiceClient;
 use distribution_shared::handshake::{self, Key};
+use distribution_shared::service::NodeChannel;
 use distribution_shared::tls::ClientTls;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +30,7 @@ use crate::membership::{LoadReport, Member};
 
 /// One node as the router sees it.
 #[derive(Debug)]
-pub(crate) struct Endpoint<C> {
+pub(crate) struct Endpoint<C: ServiceClient> {
     pub(crate) node: NodeRef,
     /// The node's load as the registry last published it. Swapped, not kept, when the node comes
     /// back under the same id and address with a new report (evicted and registered again
@@ -43,7 +45,7 @@ pub(crate) struct Endpoint<C> {
     /// of calls in flight at that moment.
     report_seen: AtomicU64,
     own_at_report: AtomicU32,
-    conn: Mutex<Option<(u64, C)>>,
+    conn: Mutex<Option<(u64, Conn<C>)>>,
     generation: AtomicU64,
     /// When the connection last carried a call (ms since `born`), and how long it may go unused
     /// before this router drops it (see `defaults::ROUTER_IDLE_CLOSE`).
@@ -69,7 +71,11 @@ struct Ejection {
 }
 
 /// A dial in progress: its outcome, cloned to every call that waits for it.
-type Dial<C> = Shared<BoxFuture<'static, Result<(u64, C), Arc<std::io::Error>>>>;
+type Dial<C> = Shared<BoxFuture<'static, Result<(u64, Conn<C>), Arc<std::io::Error>>>>;
+
+/// The connection to a node: one tarpc channel, cloned by every call multiplexed on it.
+pub(crate) type Conn<C> =
+    NodeChannel<<C as ServiceClient>::Request, <C as ServiceClient>::Response>;
 
 /// How long an endpoint stays out of routing after failures.
 #[derive(Debug, Clone, Copy)]
@@ -109,9 +115,9 @@ impl<C: ServiceClient> Endpoint<C> {
     /// unreachable with its connections still open, e.g. after a network cut).
     pub(crate) fn remove(&self) {
         self.removed.cancel();
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.conn.lock() = None;
         // A dial nobody waits for any more holds this endpoint: let both go.
-        *self.dialling.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.dialling.lock() = None;
     }
 
     /// Completes when the node leaves the membership.
@@ -211,7 +217,7 @@ impl<C: ServiceClient> Endpoint<C> {
     /// calls in flight on a killed node would push its backoff to the maximum at once.
     pub(crate) fn mark_failed(&self, generation: Option<u64>, backoff: Backoff) {
         if let Some(generation) = generation {
-            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = self.conn.lock();
             if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *conn = None;
             }
@@ -302,12 +308,12 @@ impl<C: ServiceClient> Endpoint<C> {
         max_frame_len: usize,
         tls: Option<&ClientTls>,
         key: Option<&Key>,
-    ) -> std::io::Result<(u64, C)> {
+    ) -> std::io::Result<(u64, Conn<C>)> {
         if let Some(found) = self.cached() {
             return Ok(found);
         }
         let dial = {
-            let mut dialling = self.dialling.lock().unwrap_or_else(|p| p.into_inner());
+            let mut dialling = self.dialling.lock();
             if let Some(found) = self.cached() {
                 return Ok(found);
             }
@@ -336,31 +342,30 @@ impl<C: ServiceClient> Endpoint<C> {
         max_frame_len: usize,
         tls: Option<ClientTls>,
         key: Option<Key>,
-    ) -> Result<(u64, C), Arc<std::io::Error>> {
+    ) -> Result<(u64, Conn<C>), Arc<std::io::Error>> {
         let dialled =
             handshake::connect(&self.node.addr, tls.as_ref(), key.as_ref(), connect_timeout).await;
         let outcome = match dialled {
             Ok(stream) => {
-                let client = C::from_stream(stream, max_frame_len);
+                let client = NodeChannel::new(stream, max_frame_len);
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((generation, client.clone()));
+                *self.conn.lock() = Some((generation, client.clone()));
                 tracing::debug!(node = %self.node, "connected");
                 Ok((generation, client))
             }
             Err(err) => Err(Arc::new(err)),
         };
-        *self.dialling.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.dialling.lock() = None;
         outcome
     }
 
     /// The live connection, unless it went unused for `idle_close`: then it is dropped (calls
     /// still running on it keep it until they end) and the caller dials afresh, before the node's
     /// own idle timeout (longer) could close it under a call.
-    fn cached(&self) -> Option<(u64, C)> {
+    fn cached(&self) -> Option<(u64, Conn<C>)> {
         let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_used.swap(now, Ordering::Relaxed);
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = self.conn.lock();
         if conn.is_some() && Duration::from_millis(now.saturating_sub(last)) > self.idle_close {
             tracing::debug!(node = %self.node, "dropping a connection unused for too long");
             *conn = None;
@@ -368,17 +373,17 @@ impl<C: ServiceClient> Endpoint<C> {
         conn.clone()
     }
 
-    fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
-        self.ejection.lock().unwrap_or_else(|p| p.into_inner())
+    fn ejection(&self) -> MutexGuard<'_, Ejection> {
+        self.ejection.lock()
     }
 }
 
 /// A call in flight on an endpoint; dropping it ends the count.
-pub(crate) struct InFlight<C> {
+pub(crate) struct InFlight<C: ServiceClient> {
     endpoint: Arc<Endpoint<C>>,
 }
 
-impl<C> InFlight<C> {
+impl<C: ServiceClient> InFlight<C> {
     /// The endpoint the call runs on.
     pub(crate) fn endpoint(&self) -> &Arc<Endpoint<C>> {
         &self.endpoint
@@ -390,7 +395,7 @@ impl<C> InFlight<C> {
     }
 }
 
-impl<C> Drop for InFlight<C> {
+impl<C: ServiceClient> Drop for InFlight<C> {
     fn drop(&mut self) {
         let n = self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
         crate::observe::node_in_flight(&self.endpoint.node.id, n);

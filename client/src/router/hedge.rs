@@ -36,8 +36,10 @@
 //!   a healthy node look like; three in a row without one answer in between is not.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use distribution_shared::ServiceClient;
@@ -48,7 +50,7 @@ use tarpc::context::Context;
 use tracing::Instrument;
 
 use super::attempt::{Attempt, Failures, Plan};
-use super::endpoint::{Backoff, Endpoint, InFlight};
+use super::endpoint::{Backoff, Conn, Endpoint, InFlight};
 use super::window::{HedgeBudget, LatencyWindow};
 use super::{CallError, CallOptions, Reply, Router, RouterConfig};
 
@@ -159,8 +161,8 @@ impl Hedging {
         }
     }
 
-    fn windows(&self) -> std::sync::MutexGuard<'_, (LatencyWindow, HedgeBudget)> {
-        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    fn windows(&self) -> MutexGuard<'_, (LatencyWindow, HedgeBudget)> {
+        self.windows.lock()
     }
 
     /// Counts a hedgeable call into the budget and returns its delay now (`None`: not hedged).
@@ -197,7 +199,7 @@ impl Hedging {
 }
 
 /// A finished attempt of a hedged call.
-struct Finished<C, T> {
+struct Finished<C: ServiceClient, T> {
     in_flight: InFlight<C>,
     started: Instant,
     backup: bool,
@@ -215,7 +217,7 @@ impl<C: ServiceClient> Router<C> {
         f: &F,
     ) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let config = &self.shared.config;
@@ -248,7 +250,7 @@ impl<C: ServiceClient> Router<C> {
         f: &F,
     ) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let hedging = &self.shared.hedging;
@@ -335,7 +337,7 @@ impl<C: ServiceClient> Router<C> {
         f: &'a F,
     ) -> impl Future<Output = Finished<C, T>> + 'a
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let endpoint = in_flight.endpoint().clone();

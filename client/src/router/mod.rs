@@ -22,22 +22,25 @@
 //! the request: a routed call must therefore be idempotent (at-least-once delivery).
 
 mod attempt;
+mod config;
 mod endpoint;
 mod error;
 mod handle;
 mod hedge;
+mod members;
 mod pick;
 mod scatter;
+mod stub;
 mod window;
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use distribution_shared::ServiceClient;
 use distribution_shared::handshake::Key;
-use distribution_shared::tls::ClientTls;
-use distribution_shared::{ServiceClient, defaults};
+use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tarpc::client::RpcError;
@@ -47,137 +50,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::membership::Membership;
 use attempt::Plan;
+pub use config::{CallOptions, RouterConfig};
 use endpoint::Endpoint;
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
 pub use hedge::{HedgeDelay, HedgePolicy, HedgeStats};
 pub use scatter::{ScatterError, ScatterOptions};
+pub use stub::RoutedStub;
 
 /// The longest deadline a call gets: one year (see [`Router::call_with`]).
 pub use distribution_shared::defaults::MAX_DEADLINE;
-
-/// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
-#[derive(Clone)]
-pub struct RouterConfig {
-    /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
-    pub deadline: Duration,
-    /// How many different nodes a call may try when connections fail. 3. Idempotent calls
-    /// moved off a node because it left the cluster do not count against it.
-    pub attempts: u32,
-    /// How long dialling a node may take. 2 s.
-    pub connect_timeout: Duration,
-    /// The largest frame read or written on a node connection. 16 MiB.
-    pub max_frame_len: usize,
-    /// The first ejection after a failure; it doubles with each consecutive failure. 1 s.
-    pub eject_base: Duration,
-    /// The longest ejection. 30 s.
-    pub eject_max: Duration,
-    /// How long one attempt of an **idempotent** call may go unanswered before the router gives
-    /// up on that node and tries another (within the call's deadline). It has no effect on other
-    /// calls, which must not run twice. `None` (the default): an attempt may use the whole
-    /// deadline, right for long computations. Set it for short calls, so that a hung node (alive
-    /// TCP, no answers) costs a retry instead of a failed call.
-    pub attempt_timeout: Option<Duration>,
-    /// Whether calls are idempotent: then a call the node aborted (`CallError::Remote`) or that
-    /// timed out an attempt is retried on another node too. Default `false`: only calls that
-    /// failed in transport are retried.
-    pub idempotent: bool,
-    /// Consecutive aborted calls after which a node is ejected, as Finagle's failure accrual. 5.
-    pub eject_after_errors: u32,
-    /// TLS to the nodes: the cluster CA (and this caller's certificate, for mutual TLS).
-    /// `None`: plain TCP.
-    pub tls: Option<ClientTls>,
-    /// How long a connection to a node may go without a call before this router drops it and
-    /// dials afresh at the next call. 4 min, shorter than the node's idle timeout (5 min), so
-    /// that a node never closes a connection a router still means to use.
-    pub idle_close: Duration,
-    /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
-    pub seed: Option<u64>,
-    /// The cluster secret, proved to each node when the connection opens (the cluster
-    /// handshake, [`distribution_shared::handshake`]); required by nodes that have one. `None`:
-    /// no handshake. `distribution_master::Master::router_with` and [`crate::remote`] fill it in from the
-    /// master's or the remote caller's secret when it is `None`. Never logged.
-    pub secret: Option<String>,
-    /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
-    /// call is hedged unless its [`CallOptions::hedge`] asks.
-    pub hedge: Option<HedgePolicy>,
-}
-
-impl std::fmt::Debug for RouterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterConfig")
-            .field("deadline", &self.deadline)
-            .field("attempts", &self.attempts)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_frame_len", &self.max_frame_len)
-            .field("eject_base", &self.eject_base)
-            .field("eject_max", &self.eject_max)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("idempotent", &self.idempotent)
-            .field("eject_after_errors", &self.eject_after_errors)
-            .field("tls", &self.tls)
-            .field("idle_close", &self.idle_close)
-            .field("seed", &self.seed)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("hedge", &self.hedge)
-            .finish()
-    }
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            deadline: defaults::CALL_DEADLINE,
-            attempts: defaults::CALL_ATTEMPTS,
-            connect_timeout: defaults::CONNECT_TIMEOUT,
-            max_frame_len: defaults::MAX_FRAME_LEN,
-            eject_base: Duration::from_secs(1),
-            eject_max: Duration::from_secs(30),
-            attempt_timeout: None,
-            idempotent: false,
-            eject_after_errors: 5,
-            tls: None,
-            idle_close: defaults::ROUTER_IDLE_CLOSE,
-            seed: None,
-            secret: None,
-            hedge: None,
-        }
-    }
-}
-
-/// Per-call settings that override the router's.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CallOptions {
-    /// The call's deadline, counted from now, across every attempt.
-    pub deadline: Option<Duration>,
-    /// How many nodes the call may try.
-    pub attempts: Option<u32>,
-    /// Overrides [`RouterConfig::attempt_timeout`].
-    pub attempt_timeout: Option<Duration>,
-    /// Overrides [`RouterConfig::idempotent`].
-    pub idempotent: Option<bool>,
-    /// Overrides the hedge delay of [`RouterConfig::hedge`] (`Some(HedgeDelay::Off)`: this call
-    /// is not hedged). Only idempotent calls are hedged.
-    pub hedge: Option<HedgeDelay>,
-}
-
-impl CallOptions {
-    /// Options with `deadline`.
-    pub fn deadline(deadline: Duration) -> Self {
-        Self {
-            deadline: Some(deadline),
-            ..Self::default()
-        }
-    }
-
-    /// These options, marked idempotent (retried on aborted and timed-out attempts too).
-    pub fn idempotent(self) -> Self {
-        Self {
-            idempotent: Some(true),
-            ..self
-        }
-    }
-}
 
 /// A call's value and the node that produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,11 +93,11 @@ pub struct NodeStats {
 }
 
 /// Routes calls of service client `C` to the least-used healthy node. Cheap to clone.
-pub struct Router<C> {
+pub struct Router<C: ServiceClient> {
     shared: Arc<Shared<C>>,
 }
 
-impl<C> Clone for Router<C> {
+impl<C: ServiceClient> Clone for Router<C> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -223,8 +105,8 @@ impl<C> Clone for Router<C> {
     }
 }
 
-struct Shared<C> {
-    endpoints: RwLock<Arc<[Arc<Endpoint<C>>]>>,
+struct Shared<C: ServiceClient> {
+    endpoints: ArcSwap<Vec<Arc<Endpoint<C>>>>,
     membership: watch::Receiver<Membership>,
     config: RouterConfig,
     /// The key of [`RouterConfig::secret`], computed once.
@@ -236,7 +118,7 @@ struct Shared<C> {
     stop: CancellationToken,
 }
 
-impl<C> Drop for Shared<C> {
+impl<C: ServiceClient> Drop for Shared<C> {
     fn drop(&mut self) {
         self.stop.cancel();
     }
@@ -251,7 +133,7 @@ impl<C: ServiceClient> Router<C> {
             .seed
             .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
         let shared = Arc::new(Shared {
-            endpoints: RwLock::new(Arc::from(Vec::new())),
+            endpoints: ArcSwap::from_pointee(Vec::new()),
             membership: membership.clone(),
             key: Key::from_secret(config.secret.as_deref()),
             hedging: hedge::Hedging::new(&config),
@@ -261,7 +143,7 @@ impl<C: ServiceClient> Router<C> {
         });
         shared.sync(&membership.borrow());
         let stop = shared.stop.clone();
-        tokio::spawn(follow(Arc::downgrade(&shared), membership, stop));
+        tokio::spawn(members::follow(Arc::downgrade(&shared), membership, stop));
         Self { shared }
     }
 
@@ -345,7 +227,7 @@ impl<C: ServiceClient> Router<C> {
     /// ```
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(C::OnNode, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         self.call_with(CallOptions::default(), f).await
@@ -358,27 +240,28 @@ impl<C: ServiceClient> Router<C> {
         f: F,
     ) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(C::OnNode, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
-        let started = Instant::now();
         let trace = crate::observe::trace_id();
-        let result = self.route_call(options, trace, f).await;
-        crate::observe::call_done(&result, started, trace);
-        result
+        self.call_on_channels(options, trace, |conn, ctx| f(C::on_node(conn), ctx))
+            .await
     }
 
-    /// The attempt loop of [`Router::call_with`]; every attempt carries trace id `trace`.
-    async fn route_call<T, F, Fut>(
+    /// The attempt loop behind every call ([`Router::call_with`], [`RoutedStub`]): `f` gets the
+    /// node's channel itself; every attempt carries trace id `trace`; the outcome is recorded in
+    /// the router's metrics.
+    pub(crate) async fn call_on_channels<T, F, Fut>(
         &self,
         options: CallOptions,
         trace: tarpc::trace::TraceId,
         f: F,
     ) -> Result<Reply<T>, CallError>
     where
-        F: Fn(C, Context) -> Fut,
+        F: Fn(endpoint::Conn<C>, Context) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
+        let started = Instant::now();
         let config = &self.shared.config;
         // tarpc's timers cannot hold deadlines beyond a couple of years (its tasks panic), and
         // `Instant + Duration::MAX` overflows: a longer deadline means "a year".
@@ -394,7 +277,9 @@ impl<C: ServiceClient> Router<C> {
             trace,
         };
         let attempts = options.attempts.unwrap_or(config.attempts).max(1);
-        self.routed(&options, &plan, attempts, &f).await
+        let result = self.routed(&options, &plan, attempts, &f).await;
+        crate::observe::call_done(&result, started, trace);
+        result
     }
 
     /// Starts a call in the background and returns a handle to await its reply later, like the
@@ -402,7 +287,7 @@ impl<C: ServiceClient> Router<C> {
     pub fn spawn<T, F, Fut>(&self, f: F) -> CallHandle<T>
     where
         T: Send + 'static,
-        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
         self.spawn_with(CallOptions::default(), f)
@@ -412,7 +297,7 @@ impl<C: ServiceClient> Router<C> {
     pub fn spawn_with<T, F, Fut>(&self, options: CallOptions, f: F) -> CallHandle<T>
     where
         T: Send + 'static,
-        F: Fn(C, Context) -> Fut + Send + Sync + 'static,
+        F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
         let router = self.clone();
@@ -421,126 +306,6 @@ impl<C: ServiceClient> Router<C> {
         ))
     }
 }
-
-impl<C: ServiceClient> Shared<C> {
-    fn endpoints(&self) -> Arc<[Arc<Endpoint<C>>]> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Picks the least-used node not yet `tried` (exactly in small clusters, the less used of two
-    /// random nodes in large ones: `pick::choose`) and counts the call on it. No lock is shared
-    /// by the calls: two calls picking at the same instant may both take the node that was least
-    /// used, and the next picks even it out. Nodes that are ejected (or probed
-    /// by another call after their pause) or full are used only when no other node is left
-    /// (better a doubtful node than no answer).
-    fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
-        self.choose(tried, true)
-    }
-
-    /// Like [`Shared::pick`], but only a node that takes calls and is not full, or none: a
-    /// backup request is worth sending only to a node that is likely to answer.
-    fn pick_healthy(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
-        self.choose(tried, false)
-    }
-
-    fn choose(&self, tried: &[Arc<str>], fallback: bool) -> Option<endpoint::InFlight<C>> {
-        // No lock shared by every call: the thread's own RNG, unless a seed asks for
-        // reproducible draws (tests).
-        match &self.rng {
-            Some(seeded) => {
-                let mut rng = seeded.lock().unwrap_or_else(|p| p.into_inner());
-                self.choose_with(tried, fallback, &mut *rng)
-            }
-            None => self.choose_with(tried, fallback, &mut rand::rng()),
-        }
-    }
-
-    fn choose_with<R: rand::Rng>(
-        &self,
-        tried: &[Arc<str>],
-        fallback: bool,
-        rng: &mut R,
-    ) -> Option<endpoint::InFlight<C>> {
-        let endpoints = self.endpoints();
-        let now = Instant::now();
-        let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
-        let score = |e: &Arc<Endpoint<C>>| e.score();
-        let found = pick::choose(
-            &endpoints,
-            |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
-            score,
-            rng,
-        )
-        .or_else(|| {
-            fallback
-                .then(|| pick::choose(&endpoints, |e| fresh(e), score, rng))
-                .flatten()
-        })?;
-        Some(endpoints[found].begin())
-    }
-
-    /// Rebuilds the endpoint list for a new membership, keeping the endpoints (and so the
-    /// connections and counters) of nodes that stay.
-    fn sync(&self, membership: &Membership) {
-        let old = self.endpoints();
-        let by_id: HashMap<&str, &Arc<Endpoint<C>>> =
-            old.iter().map(|e| (&*e.node.id, e)).collect();
-        let next: Vec<Arc<Endpoint<C>>> = membership
-            .members
-            .iter()
-            .map(|m| match by_id.get(&*m.id) {
-                Some(e) if e.is(m) => {
-                    e.follow_load(m);
-                    Arc::clone(e)
-                }
-                _ => Arc::new(Endpoint::new(m, self.config.idle_close)),
-            })
-            .collect();
-        let kept: std::collections::HashSet<*const Endpoint<C>> =
-            next.iter().map(Arc::as_ptr).collect();
-        *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = next.into();
-        for gone in old.iter().filter(|e| !kept.contains(&Arc::as_ptr(e))) {
-            gone.remove();
-        }
-    }
-}
-
-async fn follow<C: ServiceClient>(
-    shared: Weak<Shared<C>>,
-    mut membership: watch::Receiver<Membership>,
-    stop: CancellationToken,
-) {
-    // Also sets the per-node gauges of the live nodes again every few seconds: an exporter that
-    // drops gauges left unchanged (the demo's, after a minute) then forgets only departed nodes.
-    let mut refresh = tokio::time::interval(GAUGE_REFRESH);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            changed = stop.run_until_cancelled(membership.changed()) => {
-                let Some(Ok(())) = changed else { return };
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                let snapshot = membership.borrow_and_update().clone();
-                shared.sync(&snapshot);
-            }
-            _ = refresh.tick() => {
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                for endpoint in shared.endpoints().iter() {
-                    crate::observe::node_in_flight(&endpoint.node.id, endpoint.own_in_flight());
-                }
-            }
-        }
-    }
-}
-
-/// How often a router sets its per-node gauges again (see `follow`).
-const GAUGE_REFRESH: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,7 @@ impl<C: ServiceClient> Router<C> {
     ) -> Result<Vec<Reply<T>>, ScatterError>
     where
         I: Clone,
-        F: Fn(C, Context, I) -> Fut,
+        F: Fn(C::OnNode, Context, I) -> Fut,
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let concurrency = options.concurrency.unwrap_or_else(|| 2 * self.len()).max(1);

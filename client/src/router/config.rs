@@ -1,0 +1,131 @@
+//! [`RouterConfig`] and [`CallOptions`]: how a router calls nodes, and what one call overrides.
+
+use std::time::Duration;
+
+use distribution_shared::defaults;
+use distribution_shared::tls::ClientTls;
+
+use super::hedge::{HedgeDelay, HedgePolicy};
+
+/// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
+#[derive(Clone)]
+pub struct RouterConfig {
+    /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
+    pub deadline: Duration,
+    /// How many different nodes a call may try when connections fail. 3. Idempotent calls
+    /// moved off a node because it left the cluster do not count against it.
+    pub attempts: u32,
+    /// How long dialling a node may take. 2 s.
+    pub connect_timeout: Duration,
+    /// The largest frame read or written on a node connection. 16 MiB.
+    pub max_frame_len: usize,
+    /// The first ejection after a failure; it doubles with each consecutive failure. 1 s.
+    pub eject_base: Duration,
+    /// The longest ejection. 30 s.
+    pub eject_max: Duration,
+    /// How long one attempt of an **idempotent** call may go unanswered before the router gives
+    /// up on that node and tries another (within the call's deadline). It has no effect on other
+    /// calls, which must not run twice. `None` (the default): an attempt may use the whole
+    /// deadline, right for long computations. Set it for short calls, so that a hung node (alive
+    /// TCP, no answers) costs a retry instead of a failed call.
+    pub attempt_timeout: Option<Duration>,
+    /// Whether calls are idempotent: then a call the node aborted (`CallError::Remote`) or that
+    /// timed out an attempt is retried on another node too. Default `false`: only calls that
+    /// failed in transport are retried.
+    pub idempotent: bool,
+    /// Consecutive aborted calls after which a node is ejected, as Finagle's failure accrual. 5.
+    pub eject_after_errors: u32,
+    /// TLS to the nodes: the cluster CA (and this caller's certificate, for mutual TLS).
+    /// `None`: plain TCP.
+    pub tls: Option<ClientTls>,
+    /// How long a connection to a node may go without a call before this router drops it and
+    /// dials afresh at the next call. 4 min, shorter than the node's idle timeout (5 min), so
+    /// that a node never closes a connection a router still means to use.
+    pub idle_close: Duration,
+    /// Seeds the tie-breaking RNG, for reproducible routing in tests. Random when `None`.
+    pub seed: Option<u64>,
+    /// The cluster secret, proved to each node when the connection opens (the cluster
+    /// handshake, [`distribution_shared::handshake`]); required by nodes that have one. `None`:
+    /// no handshake. `distribution_master::Master::router_with` and [`crate::remote`] fill it in from the
+    /// master's or the remote caller's secret when it is `None`. Never logged.
+    pub secret: Option<String>,
+    /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
+    /// call is hedged unless its [`CallOptions::hedge`] asks.
+    pub hedge: Option<HedgePolicy>,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("deadline", &self.deadline)
+            .field("attempts", &self.attempts)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_frame_len", &self.max_frame_len)
+            .field("eject_base", &self.eject_base)
+            .field("eject_max", &self.eject_max)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("idempotent", &self.idempotent)
+            .field("eject_after_errors", &self.eject_after_errors)
+            .field("tls", &self.tls)
+            .field("idle_close", &self.idle_close)
+            .field("seed", &self.seed)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("hedge", &self.hedge)
+            .finish()
+    }
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            deadline: defaults::CALL_DEADLINE,
+            attempts: defaults::CALL_ATTEMPTS,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            max_frame_len: defaults::MAX_FRAME_LEN,
+            eject_base: Duration::from_secs(1),
+            eject_max: Duration::from_secs(30),
+            attempt_timeout: None,
+            idempotent: false,
+            eject_after_errors: 5,
+            tls: None,
+            idle_close: defaults::ROUTER_IDLE_CLOSE,
+            seed: None,
+            secret: None,
+            hedge: None,
+        }
+    }
+}
+
+/// Per-call settings that override the router's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallOptions {
+    /// The call's deadline, counted from now, across every attempt.
+    pub deadline: Option<Duration>,
+    /// How many nodes the call may try.
+    pub attempts: Option<u32>,
+    /// Overrides [`RouterConfig::attempt_timeout`].
+    pub attempt_timeout: Option<Duration>,
+    /// Overrides [`RouterConfig::idempotent`].
+    pub idempotent: Option<bool>,
+    /// Overrides the hedge delay of [`RouterConfig::hedge`] (`Some(HedgeDelay::Off)`: this call
+    /// is not hedged). Only idempotent calls are hedged.
+    pub hedge: Option<HedgeDelay>,
+}
+
+impl CallOptions {
+    /// Options with `deadline`.
+    pub fn deadline(deadline: Duration) -> Self {
+        Self {
+            deadline: Some(deadline),
+            ..Self::default()
+        }
+    }
+
+    /// These options, marked idempotent (retried on aborted and timed-out attempts too).
+    pub fn idempotent(self) -> Self {
+        Self {
+            idempotent: Some(true),
+            ..self
+        }
+    }
+}
