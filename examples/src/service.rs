@@ -3,9 +3,10 @@
 //! The Go original registered `Arith.Sum` on its nodes and counted palindromes in the gateway's
 //! scatter. Here both computations are methods of one service, because a node serves one tarpc
 //! service on its port: `Calc::sum` (the original's `Arith.Sum`) and `Calc::palindromes`
-//! (a chunk of the `/palindrom` count).
+//! (a chunk of the `/palindrom` count). `Calc::spin` is there for the tests only: the
+//! anti-pattern of CPU work inside an `async fn`, which the node must survive.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tarpc::context::Context;
@@ -30,7 +31,20 @@ pub trait Calc {
     /// Counts the binary palindromes in `start..=end`. `Stopped` only when the call's deadline
     /// passed ([`palindromes_answer`] turns it into a deadline exceeded).
     async fn palindromes(start: u64, end: u64) -> Result<u64, Stopped>;
+    /// Busy-loops for `millis` milliseconds (at most [`MAX_SPIN`]) inside the async handler,
+    /// without ever yielding, and answers how long it spun, in milliseconds.
+    ///
+    /// **The anti-pattern, on purpose**: CPU work in an `async fn` holds a worker of the node's
+    /// runtime until it returns (no deadline or cancel can stop it), so that runtime's other
+    /// calls wait. The node's own lifecycle runs on its own thread, so such calls cannot get it
+    /// evicted (`examples/tests/cpu_starvation.rs` checks that); real CPU work belongs in
+    /// [`work::run_blocking`], as `palindromes` does. Bounded so that no caller can make a node
+    /// spin for long.
+    async fn spin(millis: u64) -> u64;
 }
+
+/// The longest one [`Calc::spin`] call spins: 60 s.
+pub const MAX_SPIN: Duration = Duration::from_secs(60);
 
 distribution_shared::service_client!(CalcClient);
 
@@ -58,6 +72,16 @@ impl Calc for CalcServer {
         })
         .await?
         .ok_or(Stopped)
+    }
+
+    async fn spin(self, _: Context, millis: u64) -> u64 {
+        let spin = Duration::from_millis(millis).min(MAX_SPIN);
+        let started = Instant::now();
+        // No `.await` in the loop: the worker is held until the time is up.
+        while started.elapsed() < spin {
+            std::hint::black_box(started);
+        }
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 

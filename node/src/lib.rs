@@ -6,6 +6,11 @@
 //! - [`server`]: the tarpc server on an already-bound listener: one task per connection, one
 //!   per call, frames bounded by [`NodeConfig::max_frame_len`], and the graceful shutdown
 //!   (leave the master, drain the calls in flight, close);
+//! - `lifecycle`: the node's own thread, `dist-node-lifecycle`, where the lease, the accept loop
+//!   and the handshakes run, apart from the caller's runtime where the calls run: handlers that
+//!   keep every worker busy (CPU loops in `async fn`s) delay other calls but cannot stop the
+//!   heartbeats and get the node evicted;
+//! - `connection`: an admitted connection handed over to the caller's runtime and served there;
 //! - `heartbeat`: registers, renews the lease every interval with the node's
 //!   load, and registers again after a master restart (404) or outage;
 //! - `auth`: with a cluster secret, the node's side of the handshake every caller must pass
@@ -31,7 +36,9 @@
 //! ```
 
 mod auth;
+mod connection;
 mod heartbeat;
+mod lifecycle;
 
 pub mod config;
 pub mod load;

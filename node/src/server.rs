@@ -1,6 +1,21 @@
 //! The node's tarpc server and its lifecycle: accept connections, serve calls (counted by
 //! [`Load`]), keep the lease (the `heartbeat` module), and on shutdown leave the master and drain.
 //!
+//! Where each part runs (decided for issue #10: a busy handler must not get its node evicted):
+//! - **the lifecycle**, on the node's own thread `dist-node-lifecycle` (a current-thread runtime,
+//!   see the `lifecycle` module): registration, heartbeats and deregistration, the accept loop
+//!   with the TLS and cluster handshakes, and the shutdown sequence below. [`start`] moves the
+//!   listener there (a tokio listener belongs to the runtime that registered it).
+//! - **the calls**, on the runtime [`start`] was called on (captured with
+//!   `tokio::runtime::Handle::current()`): each admitted connection and each call is a task
+//!   there, since the handlers are the caller's code and may need the caller's runtime.
+//!
+//! So a handler that holds every worker of the caller's runtime (a CPU loop in an `async fn`)
+//! delays the other calls on this node, but not its heartbeats: the master keeps it listed. The
+//! two sides share only atomics, channels and cancellation tokens ([`Load`], the registered
+//! flag), which work across runtimes. The thread ends with the node (shutdown, kill, or the
+//! caller's runtime shutting down) and [`NodeHandle::stopped`] joins it.
+//!
 //! Shutdown order, so that no call is lost:
 //! 1. stop accepting connections and deregister (routers stop sending here within milliseconds);
 //! 2. keep serving the open connections until no call has run for a short linger, bounded by
@@ -14,26 +29,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use distribution_shared::backoff::Backoff;
-use distribution_shared::listener::{IdleStream, PeerLimits};
-use distribution_shared::stream::{self, Stream};
+use distribution_shared::listener::PeerLimits;
+use distribution_shared::stream;
 use distribution_shared::tokio_rustls::TlsAcceptor;
-use distribution_shared::transport;
 use distribution_shared::wire::RegisterRequest;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tarpc::server::{BaseChannel, Channel};
 use tarpc::{RequestName, ServerError};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
+use crate::connection::{ConnectionLimits, Handover, serve_connection};
 use crate::heartbeat;
+use crate::lifecycle::{self, Ended};
 use crate::load::{Counted, Load};
 use crate::master_client::{MasterClient, MasterError};
 
@@ -54,7 +68,7 @@ pub struct NodeHandle {
     registered: watch::Receiver<bool>,
     graceful: CancellationToken,
     kill: CancellationToken,
-    task: JoinHandle<()>,
+    ended: Ended,
 }
 
 impl NodeHandle {
@@ -99,15 +113,16 @@ impl NodeHandle {
         self.stopped().await;
     }
 
-    /// Waits until the node has stopped (after a shutdown started elsewhere).
+    /// Waits until the node has stopped (after a shutdown started elsewhere), its lifecycle
+    /// thread included.
     pub async fn stopped(self) {
-        if let Err(err) = self.task.await {
-            warn!(error = %err, "node task failed");
-        }
+        self.ended.wait().await;
     }
 }
 
 /// Starts a node serving `handler` on `listener` and registering with the master of `config`.
+/// Must be called within a tokio runtime: the calls run on it, the node's lifecycle on a thread
+/// of its own (see the module's documentation).
 ///
 /// `handler` answers one request; [`handler!`](crate::handler) builds it from a tarpc service:
 /// `distribution_node::handler!(MyServer.serve())`.
@@ -122,10 +137,9 @@ where
     F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
-    let local_addr = listener.local_addr().map_err(|e| MasterError::Refused {
-        status: reqwest::StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("listener has no address: {e}"),
-    })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| local_error("listener has no address", e))?;
     let id = config
         .id
         .clone()
@@ -155,7 +169,24 @@ where
         graceful: graceful.clone(),
         kill: kill.clone(),
     };
-    let task = tokio::spawn(lifecycle.run(listener, request, registered_tx, handler));
+    let handlers = Handle::current();
+    let runtime =
+        lifecycle::runtime().map_err(|e| local_error("cannot build the lifecycle runtime", e))?;
+    // The listener moves to the lifecycle runtime (a tokio listener belongs to the runtime that
+    // registered it); the handlers stay on the caller's.
+    let listener = match move_listener(listener, &runtime) {
+        Ok(listener) => listener,
+        Err(err) => {
+            runtime.shutdown_background();
+            return Err(local_error(
+                "cannot move the listener to the lifecycle thread",
+                err,
+            ));
+        }
+    };
+    let run = lifecycle.run(listener, request, registered_tx, handler, handlers);
+    let ended = lifecycle::spawn(runtime, run)
+        .map_err(|e| local_error("cannot start the lifecycle thread", e))?;
     info!(node = %id, addr = %local_addr, "node listening");
     Ok(NodeHandle {
         id,
@@ -164,8 +195,26 @@ where
         registered,
         graceful,
         kill,
-        task,
+        ended,
     })
+}
+
+/// An error of the node's own making (no request reached the master).
+fn local_error(what: &str, err: std::io::Error) -> MasterError {
+    MasterError::Refused {
+        status: reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+        message: format!("{what}: {err}"),
+    }
+}
+
+/// `listener`, registered with `runtime` instead of the caller's.
+fn move_listener(
+    listener: TcpListener,
+    runtime: &tokio::runtime::Runtime,
+) -> std::io::Result<TcpListener> {
+    let listener = listener.into_std()?;
+    let _inside = runtime.enter();
+    TcpListener::from_std(listener)
 }
 
 struct Lifecycle {
@@ -184,12 +233,14 @@ impl Lifecycle {
         request: RegisterRequest,
         registered: watch::Sender<bool>,
         handler: F,
+        handlers: Handle,
     ) where
         Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
         Resp: Serialize + Send + 'static,
         F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
+        let caller = lifecycle::watch_caller(&handlers, self.kill.clone());
         let beats = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat::run(
             self.master.clone(),
@@ -205,7 +256,7 @@ impl Lifecycle {
         tokio::select! {
             _ = self.graceful.cancelled() => {}
             _ = self.kill.cancelled() => {}
-            _ = self.accept(&listener, &connections, service) => {}
+            _ = self.accept(&listener, &connections, service, &handlers) => {}
         }
         drop(listener);
         beats.cancel();
@@ -216,15 +267,19 @@ impl Lifecycle {
         connections.close();
         self.kill.cancel();
         connections.wait().await;
+        caller.abort();
         info!(node = %self.id, served = self.load.served(), "node stopped");
     }
 
-    /// Accepts connections until the listener fails for good (it never does on its own).
+    /// Accepts connections until the listener fails for good (it never does on its own). The
+    /// handshakes run here, on the lifecycle thread; each admitted connection is then served on
+    /// `handlers`, the caller's runtime.
     async fn accept<Req, Resp, F, Fut>(
         &self,
         listener: &TcpListener,
         connections: &TaskTracker,
         service: Counted<Req, Resp, F>,
+        handlers: &Handle,
     ) where
         Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
         Resp: Serialize + Send + 'static,
@@ -270,8 +325,9 @@ impl Lifecycle {
                 self.kill.clone(),
                 gate.clone(),
             );
+            let (tracker, handlers) = (connections.clone(), handlers.clone());
             connections.spawn(async move {
-                let _slots = (slot, peer_slot, crate::observe::ConnectionOpen::new());
+                let slots = (slot, peer_slot, crate::observe::ConnectionOpen::new());
                 match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
                     Ok(mut stream) => {
                         // With a secret, no tarpc frame is read before the caller proves it; a
@@ -283,7 +339,21 @@ impl Lifecycle {
                                 return;
                             }
                         }
-                        serve_connection(stream, limits, service, kill).await
+                        let Some(stream) = Handover::new(stream) else {
+                            return;
+                        };
+                        // Spawned on the tracker before this task ends: the tracker never looks
+                        // empty while a connection is being handed over.
+                        tracker.spawn_on(
+                            async move {
+                                let _slots = slots;
+                                let Some(stream) = stream.into_stream() else {
+                                    return;
+                                };
+                                serve_connection(stream, limits, service, kill).await
+                            },
+                            &handlers,
+                        );
                     }
                     Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
                 }
@@ -315,60 +385,4 @@ impl Lifecycle {
             warn!(node = %self.id, in_flight = self.load.in_flight(), "drain timeout; closing with calls in flight");
         }
     }
-}
-
-/// What one connection may cost the node.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionLimits {
-    max_frame_len: usize,
-    /// Requests read and not yet answered (see [`NodeConfig::max_calls_per_connection`]).
-    max_calls: usize,
-    /// How long the connection may stay silent with no call running
-    /// ([`NodeConfig::idle_timeout`]).
-    idle_timeout: Duration,
-}
-
-/// Serves one caller's connection until it closes or the node is killed. Each request runs in
-/// its own task, so a slow call does not hold up the others on the connection.
-///
-/// Memory per connection is bounded by `limits.max_calls`: tarpc counts a request from the
-/// moment it is read until its answer is handed to the transport (or it is cancelled or
-/// expires). Below the limit requests are read and run; at the limit tarpc's `MaxRequests`
-/// answers the next request at once with a refusal, and it can only do so when the transport
-/// takes the refusal, so a caller that pipelines requests and never reads its answers stops
-/// being read (TCP back-pressure) instead of filling the node's memory with queued answers.
-async fn serve_connection<Req, Resp, F, Fut>(
-    stream: Stream,
-    limits: ConnectionLimits,
-    service: Counted<Req, Resp, F>,
-    kill: CancellationToken,
-) where
-    Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
-    Resp: Serialize + Send + 'static,
-    F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
-{
-    let stream = IdleStream::new(stream);
-    let activity = stream.activity().clone();
-    let transport = transport::server_framed::<_, Req, Resp>(stream, limits.max_frame_len);
-    let requests = BaseChannel::with_defaults(transport)
-        .max_concurrent_requests(limits.max_calls)
-        .execute(service);
-    let calls = TaskTracker::new();
-    let serve = requests.for_each(|call| {
-        let kill = kill.clone();
-        // A call running is activity, however long it stays silent.
-        let busy = activity.busy();
-        calls.spawn(async move {
-            kill.run_until_cancelled(call).await;
-            drop(busy);
-        });
-        async {}
-    });
-    tokio::select! {
-        _ = kill.run_until_cancelled(serve) => {}
-        _ = activity.idle(limits.idle_timeout) => debug!("idle connection closed"),
-    }
-    calls.close();
-    calls.wait().await;
 }

@@ -5,6 +5,7 @@
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //!                        [--max-connections N] [--max-connections-per-ip N] [--metrics-listen HOST:PORT]
+//!                        [--worker-threads N]
 //! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
 //! distribution-demo health [HOST:PORT]
@@ -91,6 +92,11 @@ enum Role {
         /// Serve `GET /metrics` (Prometheus) and `GET /health` on this address.
         #[arg(long, env = "DIST_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// How many tokio worker threads run the calls (default: one per core). The node's
+        /// heartbeats and accept loop run on a thread of their own besides.
+        #[arg(long, env = "DIST_WORKER_THREADS",
+              value_parser = clap::value_parser!(u64).range(1..=1024))]
+        worker_threads: Option<u64>,
         #[command(flatten)]
         security: Security,
     },
@@ -158,9 +164,24 @@ enum Job {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Role::Node {
+        worker_threads: Some(workers),
+        ..
+    } = &cli.role
+    {
+        runtime.worker_threads(usize::try_from(*workers).context("--worker-threads")?);
+    }
+    runtime
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // Logs go to stderr in every mode: a client's stdout carries its output (the summary, JSON
     // lines), and a master's or a node's stays free for whatever wraps them. A client logs only
     // warnings unless RUST_LOG says otherwise, so that they do not break the progress bar.
@@ -199,6 +220,7 @@ async fn main() -> anyhow::Result<()> {
             sum_delay_ms,
             faulty,
             metrics_listen,
+            worker_threads: _,
             security,
         } => {
             serve_metrics(metrics_listen.as_deref()).await?;
