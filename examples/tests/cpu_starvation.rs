@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use distribution_client::remote::{self, RemoteConfig};
 use distribution_examples::service::CalcClient;
-use distribution_master::remote::{self, RemoteConfig};
 use distribution_shared::defaults::{HEARTBEAT_INTERVAL, MAX_FRAME_LEN, TTL_INTERVALS};
 use distribution_shared::transport;
 use distribution_shared::wire::{EventKind, MembershipEvent, NodeList};
