@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,tarpc=off".into()),
+                .unwrap_or_else(|_| "warn,tarpc::client::in_flight_requests=off,tarpc::server::in_flight_requests=off".into()),
         )
         .init();
     run(&mut std::io::stdout()).await

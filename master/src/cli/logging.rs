@@ -31,12 +31,19 @@ pub struct Logging {
     pub log_format: LogFormat,
 }
 
+/// The filter directives that silence tarpc's ERROR line for each expired deadline.
+pub const QUIET_TARPC: &str =
+    "tarpc::client::in_flight_requests=off,tarpc::server::in_flight_requests=off";
+
 impl Logging {
     /// Installs the global subscriber: stderr, `RUST_LOG` or else `default_level` (`info`,
     /// `warn`), text (colored on a terminal) or JSON.
     pub fn init(&self, default_level: &str) {
-        let filter =
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+        // tarpc logs every expired deadline at ERROR from these two modules; for a library of
+        // long computations with deadlines that is routine, so the default quiets them.
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            EnvFilter::new(format!("{default_level},{QUIET_TARPC}"))
+        });
         let logs = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(filter);
