@@ -41,9 +41,8 @@ impl Logging {
     pub fn init(&self, default_level: &str) {
         // tarpc logs every expired deadline at ERROR from these two modules; for a library of
         // long computations with deadlines that is routine, so the default quiets them.
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            EnvFilter::new(format!("{default_level},{QUIET_TARPC}"))
-        });
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},{QUIET_TARPC}")));
         let logs = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
             .with_env_filter(filter);
