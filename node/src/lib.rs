@@ -19,7 +19,8 @@
 //! - [`work`]: CPU-bound work off the async workers, on a bounded pool, stopped cooperatively
 //!   when its call ends;
 //! - [`observe`]: the node's metrics (through the `metrics` facade);
-//! - [`master_client`]: the HTTP client of the master's registry API;
+//! - [`master_client`]: the master's registry API, through the shared `registry_client` (one
+//!   address parser and one error type with the remote callers);
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //!
 //! ```no_run

@@ -49,7 +49,7 @@ use crate::connection::{ConnectionLimits, Handover, serve_connection};
 use crate::heartbeat;
 use crate::lifecycle::{self, Ended};
 use crate::load::{Counted, Load};
-use crate::master_client::{MasterClient, MasterError};
+use crate::master_client::{MasterClient, MasterError, RegistrySettings};
 
 /// How long a caller may take to complete the TLS handshake (and, separately, the cluster
 /// handshake when the node has a secret: see [`crate::auth`]).
@@ -145,10 +145,10 @@ where
         .clone()
         .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
     let master = MasterClient::new(
-        config.master_url(),
-        config.master_timeout,
-        config.secret.as_deref(),
-        config.tls.as_ref().map(|tls| tls.client.clone()),
+        &config.master,
+        RegistrySettings::new(config.master_timeout)
+            .with_secret(config.secret.as_deref())
+            .with_tls(config.tls.as_ref().map(|tls| tls.client.clone())),
     )?;
     auth::announce(&config);
     let load = Arc::new(Load::new(config.capacity));

@@ -17,6 +17,9 @@
 //! - [`tls`]: TLS and mutual-TLS settings loaded from PEM files (rustls, `ring`);
 //! - [`listener`]: the limits every listener applies per connection (per-peer-IP limit, idle
 //!   timeout);
+//! - `registry_client` (feature `reqwest`): the one typed client of the master's registry HTTP
+//!   API, used by the nodes (register, heartbeat, leave) and the callers (node list, events),
+//!   so both parse a master's address the same way;
 //! - [`backoff`]: the one exponential backoff of the retry loops;
 //! - [`shutdown`]: the wait for SIGTERM or Ctrl-C that stops a node or a master gracefully.
 //!
@@ -26,6 +29,8 @@ pub mod backoff;
 pub mod defaults;
 pub mod handshake;
 pub mod listener;
+#[cfg(feature = "reqwest")]
+pub mod registry_client;
 pub mod resolve;
 pub mod service;
 pub mod shutdown;

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use distribution_shared::backoff::Backoff;
+use distribution_shared::registry_client::RegistryClient;
 use distribution_shared::wire::MembershipEvent;
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
-use super::{ConnectError, RemoteConfig, nodes_url};
+use super::{ConnectError, RemoteConfig};
 
 /// How many received events wait for the reader before the connection is read no further.
 const BUFFER: usize = 256;
@@ -50,45 +51,30 @@ pub fn events_after(
     config: &RemoteConfig,
     after: Option<u64>,
 ) -> Result<impl Stream<Item = MembershipEvent> + Send + 'static, ConnectError> {
-    let tls = config.effective_master_tls();
-    let mut url = nodes_url(master, tls.is_some())?;
-    let path = url.path().replace("/v1/nodes", "/v1/events");
-    url.set_path(&path);
-    let mut http = reqwest::Client::builder().connect_timeout(config.request_timeout);
-    if let Some(tls) = tls {
-        http = http.use_preconfigured_tls((*tls).clone());
-    }
-    let http = http.build().map_err(ConnectError::Client)?;
     let config = config.clone().with_one_secret();
+    let registry = config.registry(master)?;
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(follow(http, url, config, after, tx));
+    tokio::spawn(follow(registry, config, after, tx));
     Ok(ReceiverStream::new(rx))
 }
 
 /// Reads the event stream, reconnecting, until the receiver is dropped.
 async fn follow(
-    http: reqwest::Client,
-    url: reqwest::Url,
+    registry: RegistryClient,
     config: RemoteConfig,
     mut last: Option<u64>,
     tx: mpsc::Sender<MembershipEvent>,
 ) {
     let mut backoff = Backoff::new(config.retry_base, config.retry_max);
     let mut outage = false;
+    let url = registry.events_url();
     loop {
-        let mut request = http.get(url.clone());
-        if let Some(secret) = &config.secret {
-            request = request.bearer_auth(secret);
-        }
-        if let Some(last) = last {
-            request = request.header("Last-Event-ID", last.to_string());
-        }
         let response = tokio::select! {
             _ = tx.closed() => return,
-            response = request.send() => response,
+            response = registry.events(last) => response,
         };
         let failure = match response {
-            Ok(response) if response.status().is_success() => {
+            Ok(response) => {
                 if outage {
                     debug!(url = %url, "event stream back");
                     outage = false;
@@ -115,7 +101,6 @@ async fn follow(
                 }
                 "the stream ended".to_owned()
             }
-            Ok(response) => format!("the master answered {}", response.status()),
             Err(err) => err.to_string(),
         };
         if !outage {

@@ -1,0 +1,115 @@
+//! [`RemoteConfig`]: how a remote caller follows a master (timeouts, backoff, the restart
+//! grace, the size bound of the node list, the secret and TLS), and how it turns into the shared
+//! registry client, so the follower and the event stream reach the master the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distribution_shared::defaults;
+use distribution_shared::registry_client::{RegistryClient, RegistrySettings};
+use distribution_shared::tokio_rustls::rustls;
+
+use super::ConnectError;
+use crate::router::RouterConfig;
+
+/// How a remote caller follows the master. `RemoteConfig::default()` gives the documented
+/// defaults.
+// Not `#[non_exhaustive]` yet: callers across the workspace (examples, bench, the master's
+// tests) build it with `RemoteConfig { .., ..RemoteConfig::default() }`, which that would forbid.
+#[derive(Clone)]
+pub struct RemoteConfig {
+    /// How the router calls the nodes.
+    pub router: RouterConfig,
+    /// The `wait` of each blocking query, so the longest the load figures go without a refresh
+    /// while the node set does not change. Default: the heartbeat interval, 1 s.
+    pub load_refresh: Duration,
+    /// How long [`connect`] keeps trying to get the master's first answer. Default 5 s.
+    pub first_answer_timeout: Duration,
+    /// How long connecting to the master, or an answer beyond the query's wait, may take.
+    /// Default 5 s.
+    pub request_timeout: Duration,
+    /// The first pause before asking an unreachable master again; it doubles at each failure
+    /// (jittered by +-20 %). Default 100 ms.
+    pub retry_base: Duration,
+    /// The longest pause between two tries. Default 5 s.
+    pub retry_max: Duration,
+    /// After an outage or a master restart, how long nodes missing from the master's list stay
+    /// in the view (they re-register within a heartbeat). Default: the TTL, 3 s.
+    pub restart_grace: Duration,
+    /// The largest node list the caller reads. Default 64 MiB (100,000 nodes take about 20 MiB).
+    pub max_list_bytes: usize,
+    /// The cluster secret, sent as `Authorization: Bearer` when the master has one (see
+    /// the master's `auth` module), and proved to every node in the cluster handshake. One secret for
+    /// both: when only this or only `router.secret` is set, it serves for both. Default none.
+    /// Never logged.
+    pub secret: Option<String>,
+    /// TLS to the master's registry API (the cluster CA, and this caller's certificate for
+    /// mutual TLS). Default: the router's, `router.tls`, since one cluster CA certifies the
+    /// master and the nodes. With TLS a bare `host:port` means `https://host:port`.
+    pub master_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl RemoteConfig {
+    /// This configuration with one cluster secret for the registry and the nodes: whichever
+    /// of [`RemoteConfig::secret`] and `router.secret` is set fills the other.
+    pub(crate) fn with_one_secret(mut self) -> Self {
+        if self.secret.is_none() {
+            self.secret = self.router.secret.clone();
+        }
+        if self.router.secret.is_none() {
+            self.router.secret = self.secret.clone();
+        }
+        self
+    }
+
+    /// The TLS settings for the master: [`RemoteConfig::master_tls`], else the router's.
+    pub(crate) fn effective_master_tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.master_tls
+            .clone()
+            .or_else(|| self.router.tls.as_ref().map(|tls| tls.config.clone()))
+    }
+
+    /// The registry client of the master at `master` with these settings (the request
+    /// timeout, the one secret, the master's TLS). Fails on a bad address, before any request.
+    pub(crate) fn registry(&self, master: &str) -> Result<RegistryClient, ConnectError> {
+        let secret = self.secret.as_deref().or(self.router.secret.as_deref());
+        let settings = RegistrySettings::new(self.request_timeout)
+            .with_secret(secret)
+            .with_tls(self.effective_master_tls());
+        RegistryClient::new(master, settings).map_err(|err| ConnectError::building(master, err))
+    }
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("router", &self.router)
+            .field("load_refresh", &self.load_refresh)
+            .field("first_answer_timeout", &self.first_answer_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry_base", &self.retry_base)
+            .field("retry_max", &self.retry_max)
+            .field("restart_grace", &self.restart_grace)
+            .field("max_list_bytes", &self.max_list_bytes)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("master_tls", &self.master_tls.is_some())
+            .finish()
+    }
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        Self {
+            router: RouterConfig::default(),
+            load_refresh: defaults::HEARTBEAT_INTERVAL,
+            first_answer_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            restart_grace: defaults::HEARTBEAT_INTERVAL * defaults::TTL_INTERVALS,
+            max_list_bytes: 64 * 1024 * 1024,
+            secret: None,
+            master_tls: None,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The remote follower's tests against a real master: one secret for the registry and the
+//! nodes, the watcher stopping with its last follower, load figures updated in place, and a
+//! first answer that never comes. (The address rules are tested with the parser, in
+//! `distribution_shared::registry_client`.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use distribution_master::Master;
+use distribution_master::config::MasterConfig;
+use distribution_master::registry::Registration;
+
+#[test]
+fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {
+    let from_remote = RemoteConfig {
+        secret: Some("s3cret".into()),
+        ..RemoteConfig::default()
+    }
+    .with_one_secret();
+    assert_eq!(from_remote.router.secret.as_deref(), Some("s3cret"));
+    let mut from_router = RemoteConfig::default();
+    from_router.router.secret = Some("s3cret".into());
+    let from_router = from_router.with_one_secret();
+    assert_eq!(from_router.secret.as_deref(), Some("s3cret"));
+    assert!(!format!("{from_router:?}").contains("s3cret"));
+    assert!(format!("{:?}", from_router.router).contains("<redacted>"));
+}
+
+fn config() -> RemoteConfig {
+    RemoteConfig {
+        load_refresh: Duration::from_millis(100),
+        first_answer_timeout: Duration::from_millis(500),
+        ..RemoteConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn watcher_stops_when_nobody_follows() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(listener, MasterConfig::default()).unwrap();
+    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
+        .await
+        .unwrap();
+    let copy = feed.clone();
+    drop(feed);
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "a receiver is still alive");
+    drop(copy);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the watcher stops")
+        .unwrap();
+    master.shutdown().await;
+}
+
+#[tarpc::service]
+trait Echo {
+    async fn echo(text: String) -> String;
+}
+distribution_shared::service_client!(EchoClient);
+
+#[tokio::test]
+async fn watcher_stops_when_the_router_is_dropped() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(listener, MasterConfig::default()).unwrap();
+    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
+        .await
+        .unwrap();
+    let router: Router<EchoClient> = Router::new(feed, RouterConfig::default());
+    let clone = router.clone();
+    drop(router);
+    tokio::task::yield_now().await;
+    assert!(!task.is_finished(), "a router clone is still alive");
+    drop(clone);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the watcher stops with the router")
+        .unwrap();
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn load_reports_are_shared_across_answers_and_updated_in_place() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(listener, MasterConfig::default()).unwrap();
+    let registry = master.registry().clone();
+    registry
+        .register(Registration {
+            id: "a".into(),
+            addr: "127.0.0.1:1".into(),
+            capacity: 8,
+        })
+        .unwrap();
+    let mut feed = follow(&master.local_addr().to_string(), &config())
+        .await
+        .unwrap();
+    let first = feed.borrow_and_update().clone();
+    assert_eq!(first.members.len(), 1);
+    let load = first.members[0].load.clone();
+    assert_eq!((load.in_flight(), load.capacity()), (0, 8));
+    let beat = distribution_shared::wire::Heartbeat {
+        in_flight: 5,
+        capacity: Some(8),
+        served: 0,
+    };
+    registry.heartbeat("a", &beat).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while load.in_flight() != 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the load figure is refreshed without a change of the set");
+    assert!(
+        !feed.has_changed().unwrap(),
+        "no new membership for a load update"
+    );
+    registry
+        .register(Registration {
+            id: "b".into(),
+            addr: "127.0.0.1:2".into(),
+            capacity: 8,
+        })
+        .unwrap();
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        feed.wait_for(|m| m.members.len() == 2),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
+    assert!(
+        Arc::ptr_eq(&next.members[0].load, &load),
+        "same report for a"
+    );
+    assert!(next.index > first.index);
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_fails_when_no_master_answers() {
+    // Bind then drop a listener: nothing listens on that port any more.
+    let addr = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let err = follow(&addr.to_string(), &config()).await.unwrap_err();
+    assert!(
+        matches!(err, ConnectError::Unreachable { .. }),
+        "unexpected error: {err}"
+    );
+}
