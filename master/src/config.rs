@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use distribution_shared::defaults;
+use distribution_shared::{SecretString, defaults};
 
 use crate::http::HttpOptions;
 
@@ -24,7 +24,7 @@ pub struct MasterConfig {
     /// `Authorization: Bearer <secret>` (see [`crate::auth`]), and this master's routers
     /// ([`crate::Master::router_with`]) prove it to the nodes, which require it of every caller.
     /// Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// Connection limits of the HTTP server (see [`crate::http`]).
     pub http: HttpOptions,
     /// Renders this process's metrics in Prometheus text format: when set, the master serves
@@ -67,7 +67,7 @@ impl std::fmt::Debug for MasterConfig {
             .field("max_nodes", &self.max_nodes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret", &self.secret)
             .field("http", &self.http)
             .field("metrics", &self.metrics.is_some())
             .finish()

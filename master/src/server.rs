@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use distribution_shared::ServiceClient;
+use distribution_shared::{SecretString, ServiceClient};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,21 +35,7 @@ pub struct Master {
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     /// The cluster secret, handed to in-process routers (they prove it to the nodes).
-    secret: RouterSecret,
-}
-
-/// The master's cluster secret as kept for its routers; `Debug` never shows it.
-#[derive(Clone)]
-struct RouterSecret(Option<String>);
-
-impl std::fmt::Debug for RouterSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Some(<redacted>)"
-        } else {
-            "None"
-        })
-    }
+    secret: Option<SecretString>,
 }
 
 impl Master {
@@ -64,7 +50,7 @@ impl Master {
         match &config.secret {
             Some(secret) => {
                 app = app.layer(axum::middleware::from_fn_with_state(
-                    Secret::new(secret),
+                    Secret::new(secret.clone()),
                     auth::require_secret,
                 ));
                 tracing::info!(
@@ -94,7 +80,7 @@ impl Master {
             local_addr,
             shutdown,
             server,
-            secret: RouterSecret(config.secret.clone()),
+            secret: config.secret.clone(),
         })
     }
 
@@ -132,7 +118,7 @@ impl Master {
     /// ([`MasterConfig::secret`]): nodes that joined with it require it of every caller.
     pub fn router_with<C: ServiceClient>(&self, mut config: RouterConfig) -> Router<C> {
         if config.secret.is_none() {
-            config.secret = self.secret.0.clone();
+            config.secret = self.secret.clone();
         }
         Router::new(self.registry.subscribe(), config)
     }

@@ -43,7 +43,7 @@ struct RefusalLog {
 impl Gate {
     /// The gate for `config`: `None` when the node has no secret (every caller is admitted).
     pub(crate) fn new(config: &NodeConfig, load: Arc<Load>) -> Option<Arc<Self>> {
-        let key = Key::from_secret(config.secret.as_deref())?;
+        let key = Key::from_secret(config.secret.as_ref())?;
         Some(Arc::new(Self {
             key,
             load,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use distribution_shared::SecretString;
 use distribution_shared::defaults;
 use distribution_shared::tokio_rustls::rustls;
 
@@ -16,7 +17,7 @@ pub struct NodeTls {
 }
 
 /// How a node runs. Build it with [`NodeConfig::new`] and adjust the public fields.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The master's registry API: `host:port` or `http://host:port`.
     pub master: String,
@@ -63,7 +64,7 @@ pub struct NodeConfig {
     /// (`distribution_shared::handshake`; refusals are counted in
     /// [`Load::refused_connections`](crate::Load::refused_connections)). `None`: the node's calls
     /// are open to anyone who reaches its port (unless mutual TLS restricts them). Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
 }
 
 impl NodeConfig {
@@ -107,28 +108,6 @@ impl NodeConfig {
         } else {
             format!("http://{master}")
         }
-    }
-}
-
-impl std::fmt::Debug for NodeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeConfig")
-            .field("master", &self.master)
-            .field("id", &self.id)
-            .field("advertise", &self.advertise)
-            .field("capacity", &self.capacity)
-            .field("max_frame_len", &self.max_frame_len)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("master_timeout", &self.master_timeout)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("max_connections", &self.max_connections)
-            .field("max_connections_per_ip", &self.max_connections_per_ip)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_calls_per_connection", &self.max_calls_per_connection)
-            .field("cpu_threads", &self.cpu_threads)
-            .field("tls", &self.tls.is_some())
-            .finish()
     }
 }
 

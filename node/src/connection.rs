@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::{RequestName, ServerError};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -34,7 +35,7 @@ impl Handover {
     /// connection is then dropped).
     pub(crate) fn new(stream: Stream) -> Option<Self> {
         match stream {
-            Stream::Plain(tcp) => match tcp.into_std() {
+            Either::Left(tcp) => match tcp.into_std() {
                 Ok(tcp) => Some(Handover::Plain(tcp)),
                 Err(err) => {
                     debug!(error = %err, "cannot hand a connection over; closed");
@@ -49,7 +50,7 @@ impl Handover {
     pub(crate) fn into_stream(self) -> Option<Stream> {
         match self {
             Handover::Plain(tcp) => match tokio::net::TcpStream::from_std(tcp) {
-                Ok(tcp) => Some(Stream::Plain(tcp)),
+                Ok(tcp) => Some(Either::Left(tcp)),
                 Err(err) => {
                     debug!(error = %err, "cannot take a connection over; closed");
                     None

@@ -147,7 +147,7 @@ where
     let master = MasterClient::new(
         &config.master,
         RegistrySettings::new(config.master_timeout)
-            .with_secret(config.secret.as_deref())
+            .with_secret(config.secret.as_ref())
             .with_tls(config.tls.as_ref().map(|tls| tls.client.clone())),
     )?;
     auth::announce(&config);

@@ -40,7 +40,6 @@
 //! after it; use TLS against that. And anyone who records a handshake in the clear can test
 //! guesses of the secret offline: choose a long random secret (`openssl rand -hex 32`).
 
-use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -50,6 +49,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::stream::{self, Stream};
 use crate::tls::ClientTls;
+use crate::{ExposeSecret, SecretString};
 
 /// How long a node gives a caller to complete the handshake (and, separately, TLS): 5 s.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,8 +76,8 @@ const CALLER_LABEL: &[u8] = b"distribution handshake v1: caller";
 const NODE_LABEL: &[u8] = b"distribution handshake v1: node";
 
 /// The cluster secret, ready to compute and check handshake tags. Cheap to clone; its `Debug`
-/// never shows the secret.
-#[derive(Clone)]
+/// (ring's) shows the algorithm only.
+#[derive(Clone, Debug)]
 pub struct Key(hmac::Key);
 
 impl Key {
@@ -87,8 +87,8 @@ impl Key {
     }
 
     /// The key for an optional secret.
-    pub fn from_secret(secret: Option<&str>) -> Option<Self> {
-        secret.map(Self::new)
+    pub fn from_secret(secret: Option<&SecretString>) -> Option<Self> {
+        secret.map(|secret| Self::new(secret.expose_secret()))
     }
 
     fn tag(&self, label: &[u8], node_nonce: &[u8], caller_nonce: &[u8]) -> hmac::Tag {
@@ -105,12 +105,6 @@ impl Key {
         data.extend_from_slice(node_nonce);
         data.extend_from_slice(caller_nonce);
         hmac::verify(&self.0, &data, tag).is_ok()
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Key(<redacted>)")
     }
 }
 

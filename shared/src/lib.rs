@@ -39,6 +39,9 @@ pub mod tls;
 pub mod transport;
 pub mod wire;
 
+/// How every secret of the cluster is held (configs, clients): `Debug` prints `[REDACTED]`, the
+/// memory is zeroed on drop; [`ExposeSecret::expose_secret`] reads it.
+pub use secrecy::{ExposeSecret, SecretString};
 pub use service::ServiceClient;
 pub use stream::Stream;
 pub use tarpc;

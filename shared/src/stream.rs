@@ -1,32 +1,24 @@
 //! [`Stream`]: one connection between cluster members, in the clear or under TLS, and the
 //! functions that open one ([`connect`]) or take one in ([`accept`]).
 //!
-//! An enum rather than a boxed trait object: no allocation and no dynamic call per read or write,
-//! so plain connections cost exactly what a `TcpStream` costs.
+//! [`tokio_util::either::Either`] of the two kinds rather than a boxed trait object: no allocation
+//! and no dynamic call per read or write, so plain connections cost exactly what a `TcpStream`
+//! costs; `Either` and `tokio_rustls::TlsStream` do the delegation of `AsyncRead`/`AsyncWrite`.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tokio_util::either::Either;
 
 use crate::resolve::Resolver;
 use crate::tls::ClientTls;
 
-/// A connection to or from a cluster member.
-#[derive(Debug)]
-pub enum Stream {
-    /// TCP in the clear.
-    Plain(TcpStream),
-    /// TLS we opened (we are the client).
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// TLS we accepted (we are the server).
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
+/// A connection to or from a cluster member: `Left` is TCP in the clear, `Right` is TLS (opened
+/// by us as a client, or accepted as a server; boxed, since TLS state is large).
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// Dials `addr` (`host:port`) within `timeout`, with TLS when `tls` is given. A host name is
 /// resolved by the process-wide [`Resolver::system`] at every call (see [`connect_via`]).
@@ -49,7 +41,7 @@ pub async fn connect_via(
         let tcp = dial_tcp(resolver, addr).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = tls else {
-            return Ok(Stream::Plain(tcp));
+            return Ok(Either::Left(tcp));
         };
         let name = match &tls.server_name {
             Some(name) => name.clone(),
@@ -64,7 +56,7 @@ pub async fn connect_via(
         let tls = TlsConnector::from(tls.config.clone())
             .connect(name, tcp)
             .await?;
-        Ok(Stream::Client(Box::new(tls)))
+        Ok(Either::Right(Box::new(TlsStream::Client(tls))))
     };
     tokio::time::timeout(timeout, dial).await.map_err(|_| {
         io::Error::new(
@@ -95,10 +87,10 @@ pub async fn accept(
 ) -> io::Result<Stream> {
     let _ = tcp.set_nodelay(true);
     let Some(acceptor) = tls else {
-        return Ok(Stream::Plain(tcp));
+        return Ok(Either::Left(tcp));
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Ok(Stream::Server(Box::new(tls))),
+        Ok(Ok(tls)) => Ok(Either::Right(Box::new(TlsStream::Server(tls)))),
         Ok(Err(err)) => Err(err),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -111,70 +103,6 @@ pub async fn accept(
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Client(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Client(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Client(s) => Pin::new(s).poll_flush(cx),
-            Stream::Server(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Client(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Server(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Client(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Server(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Client(s) => s.is_write_vectored(),
-            Stream::Server(s) => s.is_write_vectored(),
-        }
-    }
 }
 
 #[cfg(test)]

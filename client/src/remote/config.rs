@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::defaults;
 use distribution_shared::registry_client::{RegistryClient, RegistrySettings};
 use distribution_shared::tokio_rustls::rustls;
+use distribution_shared::{SecretString, defaults};
 
 use super::ConnectError;
 use crate::router::RouterConfig;
@@ -16,7 +16,7 @@ use crate::router::RouterConfig;
 /// defaults.
 // Not `#[non_exhaustive]` yet: callers across the workspace (examples, bench, the master's
 // tests) build it with `RemoteConfig { .., ..RemoteConfig::default() }`, which that would forbid.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RemoteConfig {
     /// How the router calls the nodes.
     pub router: RouterConfig,
@@ -42,7 +42,7 @@ pub struct RemoteConfig {
     /// the master's `auth` module), and proved to every node in the cluster handshake. One secret for
     /// both: when only this or only `router.secret` is set, it serves for both. Default none.
     /// Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// TLS to the master's registry API (the cluster CA, and this caller's certificate for
     /// mutual TLS). Default: the router's, `router.tls`, since one cluster CA certifies the
     /// master and the nodes. With TLS a bare `host:port` means `https://host:port`.
@@ -72,28 +72,11 @@ impl RemoteConfig {
     /// The registry client of the master at `master` with these settings (the request
     /// timeout, the one secret, the master's TLS). Fails on a bad address, before any request.
     pub(crate) fn registry(&self, master: &str) -> Result<RegistryClient, ConnectError> {
-        let secret = self.secret.as_deref().or(self.router.secret.as_deref());
+        let secret = self.secret.as_ref().or(self.router.secret.as_ref());
         let settings = RegistrySettings::new(self.request_timeout)
             .with_secret(secret)
             .with_tls(self.effective_master_tls());
         RegistryClient::new(master, settings).map_err(|err| ConnectError::building(master, err))
-    }
-}
-
-impl std::fmt::Debug for RemoteConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteConfig")
-            .field("router", &self.router)
-            .field("load_refresh", &self.load_refresh)
-            .field("first_answer_timeout", &self.first_answer_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("retry_base", &self.retry_base)
-            .field("retry_max", &self.retry_max)
-            .field("restart_grace", &self.restart_grace)
-            .field("max_list_bytes", &self.max_list_bytes)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("master_tls", &self.master_tls.is_some())
-            .finish()
     }
 }
 

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use distribution_shared::defaults;
 use distribution_shared::tls::ClientTls;
+use distribution_shared::{SecretString, defaults};
 
 use super::hedge::{HedgeDelay, HedgePolicy};
 
 /// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
     pub deadline: Duration,
@@ -48,31 +48,10 @@ pub struct RouterConfig {
     /// handshake, [`distribution_shared::handshake`]); required by nodes that have one. `None`:
     /// no handshake. `distribution_master::Master::router_with` and [`crate::remote`] fill it in from the
     /// master's or the remote caller's secret when it is `None`. Never logged.
-    pub secret: Option<String>,
+    pub secret: Option<SecretString>,
     /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
     /// call is hedged unless its [`CallOptions::hedge`] asks.
     pub hedge: Option<HedgePolicy>,
-}
-
-impl std::fmt::Debug for RouterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterConfig")
-            .field("deadline", &self.deadline)
-            .field("attempts", &self.attempts)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_frame_len", &self.max_frame_len)
-            .field("eject_base", &self.eject_base)
-            .field("eject_max", &self.eject_max)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("idempotent", &self.idempotent)
-            .field("eject_after_errors", &self.eject_after_errors)
-            .field("tls", &self.tls)
-            .field("idle_close", &self.idle_close)
-            .field("seed", &self.seed)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("hedge", &self.hedge)
-            .finish()
-    }
 }
 
 impl Default for RouterConfig {

@@ -135,7 +135,7 @@ impl<C: ServiceClient> Router<C> {
         let shared = Arc::new(Shared {
             endpoints: ArcSwap::from_pointee(Vec::new()),
             membership: membership.clone(),
-            key: Key::from_secret(config.secret.as_deref()),
+            key: Key::from_secret(config.secret.as_ref()),
             hedging: hedge::Hedging::new(&config),
             config,
             rng,

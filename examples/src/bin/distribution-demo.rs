@@ -351,6 +351,7 @@ async fn run_client(master: &str, config: RemoteConfig, job: Job) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use distribution_shared::ExposeSecret;
 
     fn security_of(args: &[&str]) -> Security {
         match Cli::try_parse_from(args).unwrap().role {
@@ -365,7 +366,11 @@ mod tests {
         let after = ["demo", "client", "--master", "m:1", "sum", "--secret", "s"];
         for args in [&before[..], &after[..]] {
             assert_eq!(
-                security_of(args).secret().unwrap().as_deref(),
+                security_of(args)
+                    .secret()
+                    .unwrap()
+                    .as_ref()
+                    .map(|s| s.expose_secret()),
                 Some("s"),
                 "{args:?}"
             );
@@ -388,6 +393,7 @@ mod tests {
             panic!("not the master mode");
         };
         assert_eq!((master.max_nodes, gateway.as_str()), (5, "g:1"));
-        assert_eq!(master.config().unwrap().secret.as_deref(), Some("s"));
+        let secret = master.config().unwrap().secret;
+        assert_eq!(secret.as_ref().map(|s| s.expose_secret()), Some("s"));
     }
 }

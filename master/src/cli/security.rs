@@ -8,9 +8,15 @@
 
 use std::path::PathBuf;
 
+use distribution_shared::SecretString;
 use distribution_shared::tls::{ClientTls, TlsFiles};
 
 use super::CliError;
+
+/// `--secret`'s value, held as a secret from the moment it is parsed (so `Debug` never shows it).
+fn secret_arg(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
 
 /// The cluster secret and the TLS files, shared by master, node and client.
 #[derive(clap::Args, Debug)]
@@ -19,8 +25,8 @@ pub struct Security {
     /// require it of every caller (a handshake on each connection, before any call); routers
     /// (the demo's gateway and client) prove it. The master's /health, /metrics and status page,
     /// and the demo's gateway routes, stay public.
-    #[arg(long, env = "DIST_SECRET", hide_env_values = true, global = true)]
-    pub secret: Option<String>,
+    #[arg(long, env = "DIST_SECRET", hide_env_values = true, global = true, value_parser = secret_arg)]
+    pub secret: Option<SecretString>,
     /// Read the cluster secret from this file (Docker secrets); its trailing newline is
     /// dropped.
     #[arg(
@@ -55,7 +61,7 @@ pub struct Security {
 impl Security {
     /// The cluster secret, from `--secret` or read from `--secret-file` (without its trailing
     /// newline; an empty file is an error, not an empty secret).
-    pub fn secret(&self) -> Result<Option<String>, CliError> {
+    pub fn secret(&self) -> Result<Option<SecretString>, CliError> {
         let Some(path) = &self.secret_file else {
             return Ok(self.secret.clone());
         };
@@ -63,11 +69,11 @@ impl Security {
             path: path.clone(),
             source,
         })?;
-        let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+        let secret = text.trim_end_matches(['\r', '\n']);
         if secret.is_empty() {
             return Err(CliError::EmptySecretFile { path: path.clone() });
         }
-        Ok(Some(secret))
+        Ok(Some(SecretString::from(secret)))
     }
 
     /// The TLS files, when `--tls-ca` turns TLS on.
@@ -100,6 +106,7 @@ impl Security {
 mod tests {
     use super::*;
     use clap::Parser;
+    use distribution_shared::ExposeSecret;
 
     #[derive(Parser)]
     struct Cli {
@@ -112,12 +119,28 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_the_secret() {
+        let security = parse(&["--secret", "hunter2-cluster"]).unwrap().security;
+        let shown = format!("{security:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let secret = security.secret().unwrap().unwrap();
+        assert_eq!(secret.expose_secret(), "hunter2-cluster");
+    }
+
+    #[test]
     fn the_secret_file_gives_the_secret_without_its_newline() {
         let path = std::env::temp_dir().join(format!("dist-cli-secret-{}", std::process::id()));
         std::fs::write(&path, "from-a-file\n").unwrap();
         let file = path.to_str().unwrap();
         let security = parse(&["--secret-file", file]).unwrap().security;
-        assert_eq!(security.secret().unwrap().as_deref(), Some("from-a-file"));
+        assert_eq!(
+            security
+                .secret()
+                .unwrap()
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some("from-a-file")
+        );
         assert!(
             parse(&["--secret", "x", "--secret-file", file]).is_err(),
             "one or the other"

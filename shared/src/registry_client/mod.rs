@@ -107,8 +107,8 @@ impl RegistrySettings {
     }
 
     /// These settings presenting `secret` (if any) to the master.
-    pub fn with_secret(mut self, secret: Option<&str>) -> Self {
-        self.secret = secret.map(SecretString::from);
+    pub fn with_secret(mut self, secret: Option<&SecretString>) -> Self {
+        self.secret = secret.cloned();
         self
     }
 
@@ -337,7 +337,8 @@ mod tests {
 
     #[test]
     fn the_secret_never_shows_in_debug() {
-        let settings = RegistrySettings::new(Duration::from_secs(1)).with_secret(Some("s3cret"));
+        let settings =
+            RegistrySettings::new(Duration::from_secs(1)).with_secret(Some(&"s3cret".into()));
         assert!(!format!("{settings:?}").contains("s3cret"));
         let client = RegistryClient::new("127.0.0.1:3000", settings).unwrap();
         let shown = format!("{client:?}");
@@ -346,7 +347,7 @@ mod tests {
         assert!(matches!(
             RegistryClient::new(
                 "127.0.0.1:3000",
-                RegistrySettings::new(Duration::from_secs(1)).with_secret(Some("a\nb"))
+                RegistrySettings::new(Duration::from_secs(1)).with_secret(Some(&"a\nb".into()))
             ),
             Err(RegistryError::BadSecret)
         ));
