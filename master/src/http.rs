@@ -15,7 +15,9 @@
 //! - optionally HTTPS, with client certificates required for mutual TLS ([`HttpOptions::tls`]);
 //!   the handshake must also finish within the header read timeout.
 //!
-//! `axum::serve` offers none of these knobs, hence this small loop over hyper-util.
+//! The accept loop is the cluster's one ([`distribution_shared::listener::Acceptor`]: slots,
+//! backoff, per-IP limit, bounded TLS handshake); `axum::serve` offers none of these knobs,
+//! hence hyper-util under it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,17 +25,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use distribution_shared::backoff::Backoff;
-use distribution_shared::listener::{IdleStream, PeerLimits};
-use distribution_shared::tokio_rustls::{TlsAcceptor, rustls};
-use distribution_shared::{defaults, stream};
+use distribution_shared::defaults;
+use distribution_shared::listener::{AcceptLimits, Acceptor, IdleStream};
+use distribution_shared::tokio_rustls::rustls;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -78,8 +78,15 @@ pub async fn serve(
     limits: HttpOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let peers = PeerLimits::new(limits.max_connections_per_ip);
+    let mut acceptor = Acceptor::new(
+        listener,
+        AcceptLimits {
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            tls: limits.tls.clone(),
+            handshake_timeout: limits.header_read_timeout,
+        },
+    );
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -88,36 +95,18 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let acceptor = limits.tls.clone().map(TlsAcceptor::from);
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
-        let slot = tokio::select! {
+        let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            incoming = acceptor.next() => incoming,
         };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    backoff.wait().await;
-                    continue;
-                }
-            },
-        };
-        backoff.reset();
-        let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
-            continue; // over the per-IP limit: `stream` and `slot` drop, the socket closes
-        };
-        let (builder, acceptor, watcher) = (builder.clone(), acceptor.clone(), graceful.watcher());
-        let (handshake, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let peer = incoming.peer();
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let idle_timeout = limits.idle_timeout;
         let app = app.clone();
         tokio::spawn(async move {
-            let _slots = (slot, peer_slot);
-            let stream = match stream::accept(stream, acceptor.as_ref(), handshake).await {
-                Ok(stream) => IdleStream::new(stream),
+            let (stream, _permit) = match incoming.handshake().await {
+                Ok((stream, permit)) => (IdleStream::new(stream), permit),
                 Err(err) => {
                     debug!(%peer, error = %err, "TLS handshake failed");
                     return;
@@ -154,7 +143,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
         .await
         .is_err()

@@ -28,10 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::backoff::Backoff;
-use distribution_shared::listener::PeerLimits;
-use distribution_shared::stream;
-use distribution_shared::tokio_rustls::TlsAcceptor;
+use distribution_shared::listener::{AcceptLimits, Acceptor};
 use distribution_shared::wire::RegisterRequest;
 use serde::{Deserialize, Serialize};
 use tarpc::{RequestName, ServerError};
@@ -256,9 +253,9 @@ impl Lifecycle {
         tokio::select! {
             _ = self.graceful.cancelled() => {}
             _ = self.kill.cancelled() => {}
-            _ = self.accept(&listener, &connections, service, &handlers) => {}
+            _ = self.accept(listener, &connections, service, &handlers) => {}
         }
-        drop(listener);
+        // The accept loop (and with it the listener) is dropped: no new connection from here.
         beats.cancel();
         let _ = heartbeat.await;
         if !self.kill.is_cancelled() {
@@ -276,7 +273,7 @@ impl Lifecycle {
     /// `handlers`, the caller's runtime.
     async fn accept<Req, Resp, F, Fut>(
         &self,
-        listener: &TcpListener,
+        listener: TcpListener,
         connections: &TaskTracker,
         service: Counted<Req, Resp, F>,
         handlers: &Handle,
@@ -286,14 +283,15 @@ impl Lifecycle {
         F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
-        let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
-        let slots = Arc::new(Semaphore::new(self.config.max_connections.max(1)));
-        let peers = PeerLimits::new(self.config.max_connections_per_ip);
-        let acceptor = self
-            .config
-            .tls
-            .as_ref()
-            .map(|tls| TlsAcceptor::from(tls.server.clone()));
+        let mut acceptor = Acceptor::new(
+            listener,
+            AcceptLimits {
+                max_connections: self.config.max_connections,
+                max_connections_per_ip: self.config.max_connections_per_ip,
+                tls: self.config.tls.as_ref().map(|tls| tls.server.clone()),
+                handshake_timeout: HANDSHAKE_TIMEOUT,
+            },
+        );
         let gate = Gate::new(&self.config, self.load.clone());
         let limits = ConnectionLimits {
             max_frame_len: self.config.max_frame_len,
@@ -301,35 +299,15 @@ impl Lifecycle {
             idle_timeout: self.config.idle_timeout,
         };
         loop {
-            // At the connection limit, stop accepting until a connection closes: excess callers
-            // wait in the listen backlog instead of costing memory here.
-            let slot = slots.clone().acquire_owned().await.expect("never closed");
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
-                    tokio::time::sleep(backoff.next_pause()).await;
-                    continue;
-                }
-            };
-            backoff.reset();
-            // One peer IP holds at most its share of the slots; beyond it, closed at once.
-            let Some(peer_slot) = peers.try_acquire(peer.ip()) else {
-                continue;
-            };
+            let incoming = acceptor.next().await;
+            let peer = incoming.peer();
             debug!(%peer, "caller connected");
-            let (acceptor, service, kill, gate) = (
-                acceptor.clone(),
-                service.clone(),
-                self.kill.clone(),
-                gate.clone(),
-            );
+            let (service, kill, gate) = (service.clone(), self.kill.clone(), gate.clone());
             let (tracker, handlers) = (connections.clone(), handlers.clone());
             connections.spawn(async move {
-                let slots = (slot, peer_slot, crate::observe::ConnectionOpen::new());
-                match stream::accept(tcp, acceptor.as_ref(), HANDSHAKE_TIMEOUT).await {
-                    Ok(mut stream) => {
+                let open = crate::observe::ConnectionOpen::new();
+                match incoming.handshake().await {
+                    Ok((mut stream, permit)) => {
                         // With a secret, no tarpc frame is read before the caller proves it; a
                         // refused caller is dropped here (and a stopping node does not wait for a
                         // handshake in progress).
@@ -346,7 +324,7 @@ impl Lifecycle {
                         // empty while a connection is being handed over.
                         tracker.spawn_on(
                             async move {
-                                let _slots = slots;
+                                let _slots = (permit, open);
                                 let Some(stream) = stream.into_stream() else {
                                     return;
                                 };

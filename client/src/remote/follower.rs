@@ -4,13 +4,13 @@
 //! kept, loads zeroed, backoff), and the restart grace (nodes missing from a restarted master's
 //! list kept until they re-register).
 
+use distribution_shared::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distribution_shared::registry_client::{BlockingQuery, RegistryClient, RegistryError};
 use distribution_shared::wire::NodeList;
-use rand::Rng;
 use reqwest::Url;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ pub(crate) async fn spawn_watcher(
     };
     let timeout = watcher.config.first_answer_timeout;
     let deadline = Instant::now() + timeout;
-    let mut pause = watcher.config.retry_base;
+    let mut backoff = watcher.retry_backoff();
     let first = loop {
         let failure = match tokio::time::timeout_at(deadline, watcher.fetch()).await {
             Ok(Ok(list)) => break list,
@@ -54,6 +54,7 @@ pub(crate) async fn spawn_watcher(
             Ok(Err(err)) => Some(err),
             Err(_) => None,
         };
+        let pause = backoff.next_pause();
         if Instant::now() + pause >= deadline {
             return Err(ConnectError::Unreachable {
                 url: watcher.url.to_string(),
@@ -67,8 +68,7 @@ pub(crate) async fn spawn_watcher(
             }
             None => debug!(url = %watcher.url, "master not answering yet (timed out); retrying"),
         }
-        tokio::time::sleep(jittered(pause)).await;
-        pause = (pause * 2).min(watcher.config.retry_max);
+        tokio::time::sleep(pause).await;
     };
     let first = watcher.apply(first).unwrap_or_default();
     info!(url = %watcher.url, nodes = first.members.len(), "following the master's node list");
@@ -95,10 +95,17 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// The pauses between tries at an unreachable master: [`RemoteConfig::retry_base`] doubling
+    /// to [`RemoteConfig::retry_max`], jittered so that callers cut off together do not retry
+    /// together.
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.config.retry_base, self.config.retry_max).with_jitter()
+    }
+
     async fn run(mut self, tx: watch::Sender<Membership>) {
         let refresh = self.config.load_refresh;
         let mut outage: Option<Instant> = None;
-        let mut pause = self.config.retry_base;
+        let mut backoff = self.retry_backoff();
         loop {
             let asked = self.master_index;
             let started = Instant::now();
@@ -113,7 +120,7 @@ impl Watcher {
                             "master reachable again");
                         self.grace_until = Some(Instant::now() + self.config.restart_grace);
                     }
-                    pause = self.config.retry_base;
+                    backoff.reset();
                     let index = list.index;
                     match self.apply(list) {
                         Some(membership) => {
@@ -145,9 +152,7 @@ impl Watcher {
                         debug!(url = %self.url, error = %err, "master still unreachable");
                     }
                     self.master_index = None;
-                    let this = jittered(pause);
-                    pause = (pause * 2).min(self.config.retry_max);
-                    this
+                    backoff.next_pause()
                 }
             };
             if !idle.is_zero() {
@@ -231,9 +236,4 @@ impl Watcher {
             members: self.members.clone(),
         })
     }
-}
-
-/// `pause` +-20 %.
-fn jittered(pause: Duration) -> Duration {
-    pause.mul_f64(rand::rng().random_range(0.8..1.2))
 }

@@ -14,7 +14,7 @@ use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tracing::Instrument;
 
-use super::endpoint::{Backoff, Conn, Endpoint};
+use super::endpoint::{Conn, Endpoint};
 use super::{CallError, Reply, Router, error};
 
 pub(super) enum Attempt {
@@ -133,10 +133,7 @@ impl<C: ServiceClient> Router<C> {
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let config = &self.shared.config;
-        let backoff = Backoff {
-            base: config.eject_base,
-            max: config.eject_max,
-        };
+        let backoff = &self.shared.eject_backoff;
         let node = &endpoint.node;
         let exceeded = || {
             Attempt::Fail(CallError::DeadlineExceeded {

@@ -10,6 +10,7 @@
 //! (a blackholed host) so costs one connect timeout in all, after which every waiting call moves
 //! to another node, instead of each waiting call dialling again with a full timeout in turn.
 
+use distribution_shared::backoff::Backoff;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +23,6 @@ use distribution_shared::tls::ClientTls;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use parking_lot::{Mutex, MutexGuard};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use super::error::NodeRef;
@@ -76,13 +76,6 @@ type Dial<C> = Shared<BoxFuture<'static, Result<(u64, Conn<C>), Arc<std::io::Err
 /// The connection to a node: one tarpc channel, cloned by every call multiplexed on it.
 pub(crate) type Conn<C> =
     NodeChannel<<C as ServiceClient>::Request, <C as ServiceClient>::Response>;
-
-/// How long an endpoint stays out of routing after failures.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-}
 
 impl<C: ServiceClient> Endpoint<C> {
     /// The endpoint of `member`; its connection is dropped after `idle_close` without calls.
@@ -215,7 +208,7 @@ impl<C: ServiceClient> Endpoint<C> {
     /// Failures reported while the endpoint is already ejected are the same incident (the other
     /// calls that were in flight when the node died) and add no strike: otherwise the dozens of
     /// calls in flight on a killed node would push its backoff to the maximum at once.
-    pub(crate) fn mark_failed(&self, generation: Option<u64>, backoff: Backoff) {
+    pub(crate) fn mark_failed(&self, generation: Option<u64>, backoff: &Backoff) {
         if let Some(generation) = generation {
             let mut conn = self.conn.lock();
             if conn.as_ref().is_some_and(|(g, _)| *g == generation) {
@@ -227,16 +220,14 @@ impl<C: ServiceClient> Endpoint<C> {
             return;
         }
         ejection.strikes = ejection.strikes.saturating_add(1);
-        let exp = ejection.strikes.saturating_sub(1).min(16);
-        let pause = backoff.base.saturating_mul(1 << exp).min(backoff.max);
-        let jitter = rand::rng().random_range(0.8..1.2);
-        ejection.until = Some(Instant::now() + pause.mul_f64(jitter));
+        let pause = backoff.pause_after(ejection.strikes);
+        ejection.until = Some(Instant::now() + pause);
         metrics::counter!(crate::observe::ROUTER_EJECTIONS).increment(1);
         tracing::warn!(node = %self.node, strikes = ejection.strikes, pause_ms = pause.as_millis() as u64, "node ejected from routing");
     }
 
     /// Counts a call the node aborted; `threshold` in a row eject the node (0: never).
-    pub(crate) fn record_error(&self, threshold: u32, backoff: Backoff) {
+    pub(crate) fn record_error(&self, threshold: u32, backoff: &Backoff) {
         let errors = {
             let mut ejection = self.ejection();
             ejection.errors = ejection.errors.saturating_add(1);
@@ -251,7 +242,7 @@ impl<C: ServiceClient> Endpoint<C> {
     /// Counts a call on the node that a backup request on another node outran; `threshold` in
     /// a row eject the node (0: never), and so does one while it is on probation (ejected before
     /// and not answered since). The connection is kept: it is not known to be broken.
-    pub(crate) fn record_slow(&self, threshold: u32, backoff: Backoff) {
+    pub(crate) fn record_slow(&self, threshold: u32, backoff: &Backoff) {
         self.outrun.fetch_add(1, Ordering::Relaxed);
         let eject = {
             let mut ejection = self.ejection();
@@ -424,17 +415,17 @@ mod tests {
         )
     }
 
-    const BACKOFF: Backoff = Backoff {
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(30),
-    };
+    /// The router's default ejection backoff: 1 s doubling to 30 s, jittered.
+    fn backoff() -> Backoff {
+        Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).with_jitter()
+    }
 
     #[test]
     fn failures_of_one_incident_count_once_and_a_single_call_probes() {
         let e = Arc::new(endpoint());
         // The 40 calls in flight when a node dies all fail together: one strike, a 1 s pause.
         for _ in 0..40 {
-            e.mark_failed(None, BACKOFF);
+            e.mark_failed(None, &backoff());
         }
         assert_eq!(e.ejection().strikes, 1);
         let until = e.ejection().until.unwrap();
@@ -442,7 +433,7 @@ mod tests {
         assert!(e.is_ejected(Instant::now()));
         // A failure after the pause (a probe that failed again) doubles it.
         e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
-        e.mark_failed(None, BACKOFF);
+        e.mark_failed(None, &backoff());
         assert_eq!(e.ejection().strikes, 2);
         let until = e.ejection().until.unwrap();
         assert!(until >= Instant::now() + Duration::from_millis(1500));
@@ -467,29 +458,29 @@ mod tests {
     fn three_slow_strikes_in_a_row_eject_and_one_on_probation_ejects_again() {
         let e = Arc::new(endpoint());
         // Two lost races, then an answer: the record is cleared.
-        e.record_slow(3, BACKOFF);
-        e.record_slow(3, BACKOFF);
+        e.record_slow(3, &backoff());
+        e.record_slow(3, &backoff());
         e.mark_ok();
-        e.record_slow(3, BACKOFF);
-        e.record_slow(3, BACKOFF);
+        e.record_slow(3, &backoff());
+        e.record_slow(3, &backoff());
         assert!(!e.is_ejected(Instant::now()), "two in a row are not enough");
-        e.record_slow(3, BACKOFF);
+        e.record_slow(3, &backoff());
         assert!(e.is_ejected(Instant::now()), "the third in a row ejects");
         assert_eq!(e.ejection().strikes, 1);
         // The other calls of the incident add nothing.
         for _ in 0..10 {
-            e.record_slow(3, BACKOFF);
+            e.record_slow(3, &backoff());
         }
         assert_eq!(e.ejection().strikes, 1);
         assert_eq!(e.outrun(), 15);
         // After the pause, a probe that loses its race ejects again at once, for longer.
         e.ejection().until = Some(Instant::now() - Duration::from_millis(1));
-        e.record_slow(3, BACKOFF);
+        e.record_slow(3, &backoff());
         assert_eq!(e.ejection().strikes, 2);
         // 0: never.
         let never = endpoint();
         for _ in 0..10 {
-            never.record_slow(0, BACKOFF);
+            never.record_slow(0, &backoff());
         }
         assert!(!never.is_ejected(Instant::now()));
     }

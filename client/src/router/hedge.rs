@@ -50,7 +50,7 @@ use tarpc::context::Context;
 use tracing::Instrument;
 
 use super::attempt::{Attempt, Failures, Plan};
-use super::endpoint::{Backoff, Conn, Endpoint, InFlight};
+use super::endpoint::{Conn, Endpoint, InFlight};
 use super::window::{HedgeBudget, LatencyWindow};
 use super::{CallError, CallOptions, Reply, Router, RouterConfig};
 
@@ -291,7 +291,7 @@ impl<C: ServiceClient> Router<C> {
                             }
                             // Attempts that started before the winner and are still running
                             // lost a race to another node: a slow strike each.
-                            let backoff = self.backoff();
+                            let backoff = &self.shared.eject_backoff;
                             for (loser, _) in pending.iter().filter(|(_, s)| *s < done.started) {
                                 loser.record_slow(hedging.policy.eject_after_slow, backoff);
                             }
@@ -357,12 +357,5 @@ impl<C: ServiceClient> Router<C> {
             }
         }
         .instrument(span)
-    }
-
-    fn backoff(&self) -> Backoff {
-        Backoff {
-            base: self.shared.config.eject_base,
-            max: self.shared.config.eject_max,
-        }
     }
 }

@@ -33,6 +33,7 @@ mod scatter;
 mod stub;
 mod window;
 
+use distribution_shared::backoff::Backoff;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +115,9 @@ struct Shared<C: ServiceClient> {
     /// The seeded RNG when [`RouterConfig::seed`] is set; `None`: each thread's own.
     rng: Option<Mutex<SmallRng>>,
     hedging: hedge::Hedging,
+    /// How long a failed node stays out of routing: [`RouterConfig::eject_base`] doubling to
+    /// [`RouterConfig::eject_max`] with each strike, jittered.
+    eject_backoff: Backoff,
     /// Stops the membership follower when the last router clone is dropped.
     stop: CancellationToken,
 }
@@ -137,6 +141,7 @@ impl<C: ServiceClient> Router<C> {
             membership: membership.clone(),
             key: Key::from_secret(config.secret.as_ref()),
             hedging: hedge::Hedging::new(&config),
+            eject_backoff: Backoff::new(config.eject_base, config.eject_max).with_jitter(),
             config,
             rng,
             stop: CancellationToken::new(),

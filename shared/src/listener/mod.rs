@@ -1,6 +1,9 @@
-//! The per-connection limits every listener of the cluster applies (the master's registry, the
-//! demo gateway, a node's tarpc port), so that silent or greedy clients cannot take every slot:
+//! The one accept loop of every listener of the cluster (the master's registry, the demo
+//! gateway, a node's tarpc port), and the per-connection limits it and the servers apply, so that
+//! silent or greedy clients cannot take every slot:
 //!
+//! - [`Acceptor`] (module `accept`): the accept loop itself: the global connection limit, backoff
+//!   on `accept` errors, the per-IP limit and the bounded TLS handshake, in that order;
 //! - [`PeerLimits`]: at most N connections open at once from one peer IP. A connection beyond it
 //!   is closed at once (its [`PeerLimits::try_acquire`] gives `None`), with a warning logged at
 //!   most once a second. One host, however many sockets it opens, can then hold only a share of
@@ -15,6 +18,10 @@
 //! tell HTTP/1 from HTTP/2), hyper has no HTTP/1 idle timeout between requests, and HTTP/2
 //! keep-alive pings only detect dead peers: a client that answers pings but never sends a request
 //! is kept forever. tarpc has no idle timeout either. Counting bytes and requests covers them all.
+
+mod accept;
+
+pub use accept::{AcceptLimits, Acceptor, Incoming, Permit};
 
 use std::collections::HashMap;
 use std::io;
