@@ -1,6 +1,6 @@
 //! Part 5, blocking calls: the same small call (`Calc::sum` of three values, no delay) from
 //! synchronous threads through a [`BlockingRouter`] and from tokio tasks through the async
-//! [`Router`], at 1 and 16 callers, side by side in one run. It shows what a program that is not
+//! [`CallRouter`], at 1 and 16 callers, side by side in one run. It shows what a program that is not
 //! async pays for blocking calls: a thread wake-up per reply instead of a task wake-up.
 //!
 //! Set-up:
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use distribution_client::blocking::BlockingRouter;
 use distribution_client::remote::{self, RemoteConfig};
-use distribution_client::{Router, RouterConfig};
+use distribution_client::{CallRouter, RouterConfig};
 use distribution_examples::service::CalcClient;
 use serde::Serialize;
 
@@ -114,7 +114,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
 
     println!(
         "blocking: Calc::sum from threads through BlockingRouter vs tasks through the async \
-         Router, closed loop; node pinned to CPU 1; {} rounds of {:?} per way",
+         CallRouter, closed loop; node pinned to CPU 1; {} rounds of {:?} per way",
         settings.rounds, settings.round
     );
     // Blocking calls are refused inside a runtime: measure from a thread of our own.
@@ -135,7 +135,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
     for f in &figures {
         let label = match f.kind {
             Kind::Blocking => format!("BlockingRouter, {} thread(s)", f.callers),
-            Kind::Async => format!("async Router, {} task(s)", f.callers),
+            Kind::Async => format!("async CallRouter, {} task(s)", f.callers),
         };
         section.row(vec![
             label,
@@ -157,17 +157,14 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
 
 /// Measures every way, rounds alternating; runs on a plain thread (no runtime).
 fn measure(master: &str, settings: Settings) -> anyhow::Result<Vec<Figures>> {
-    let config = RemoteConfig {
-        router: RouterConfig::default(),
-        ..RemoteConfig::default()
-    };
+    let config = RemoteConfig::default().with_router(RouterConfig::default());
     let blocking = BlockingRouter::<CalcClient>::connect_with(master, config.clone())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("bench-async")
         .enable_all()
         .build()?;
-    let router: Router<CalcClient> = runtime.block_on(remote::connect_with(master, config))?;
+    let router: CallRouter<CalcClient> = runtime.block_on(remote::connect_with(master, config))?;
     anyhow::ensure!(blocking.wait_for_nodes(1, Duration::from_secs(15))?);
     anyhow::ensure!(runtime.block_on(router.wait_for_nodes(1, Duration::from_secs(15))));
 
@@ -265,7 +262,7 @@ fn blocking_round(
 
 /// `callers` tasks calling through the async router for `duration` or `max_calls` calls.
 async fn async_round(
-    router: &Router<CalcClient>,
+    router: &CallRouter<CalcClient>,
     callers: usize,
     duration: Duration,
     max_calls: u64,

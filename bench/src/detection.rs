@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use distribution_client::{CallOptions, Router, RouterConfig};
+use distribution_client::{CallOptions, CallRouter, RouterConfig};
 use distribution_examples::service::CalcClient;
 use distribution_master::{Master, MasterConfig};
 use serde::Serialize;
@@ -165,7 +165,7 @@ async fn node_kill_on(
     for id in &ids {
         nodes.push(start_node(demo, out, master.local_addr(), id)?);
     }
-    let router: Router<CalcClient> = master.router_with(RouterConfig::default());
+    let router: CallRouter<CalcClient> = master.router_with(RouterConfig::default());
     anyhow::ensure!(
         router.wait_for_nodes(NODES, Duration::from_secs(10)).await,
         "the {NODES} nodes did not register within 10 s"
@@ -257,7 +257,7 @@ struct Caller {
 }
 
 impl Load {
-    fn start(router: &Router<CalcClient>) -> Self {
+    fn start(router: &CallRouter<CalcClient>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let options = CallOptions::deadline(CALL_DEADLINE).idempotent();
         let callers = (0..CALLERS)

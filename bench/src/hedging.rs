@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use distribution_client::{CallOptions, HedgePolicy, HedgeStats, Router, RouterConfig};
+use distribution_client::{CallOptions, CallRouter, HedgePolicy, HedgeStats, RouterConfig};
 use distribution_examples::service::CalcClient;
 use distribution_master::{Master, MasterConfig};
 use serde::Serialize;
@@ -144,12 +144,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
 }
 
 fn config(hedging: bool) -> RouterConfig {
-    RouterConfig {
-        idempotent: true,
-        attempt_timeout: Some(ATTEMPT_TIMEOUT),
-        hedge: hedging.then(HedgePolicy::default),
-        ..RouterConfig::default()
-    }
+    RouterConfig::default()
+        .with_idempotent(true)
+        .with_attempt_timeout(Some(ATTEMPT_TIMEOUT))
+        .with_hedge(hedging.then(HedgePolicy::default))
 }
 
 /// A master in this process and three node processes registered with it.
@@ -183,7 +181,7 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 async fn pause_run(demo: &Path, out: &Path, hedging: bool) -> anyhow::Result<PauseRun> {
     let name = if hedging { "hedging-on" } else { "hedging-off" };
     let (master, nodes) = cluster(demo, out, name).await?;
-    let router: Router<CalcClient> = master.router_with(config(hedging));
+    let router: CallRouter<CalcClient> = master.router_with(config(hedging));
     anyhow::ensure!(
         router.wait_for_nodes(3, Duration::from_secs(10)).await,
         "3 nodes did not register within 10 s"
@@ -284,7 +282,7 @@ async fn pause_run(demo: &Path, out: &Path, hedging: bool) -> anyhow::Result<Pau
 }
 
 /// Closed-loop throughput of `router` for `slice`: calls answered.
-async fn closed_loop(router: &Router<CalcClient>, slice: Duration) -> u64 {
+async fn closed_loop(router: &CallRouter<CalcClient>, slice: Duration) -> u64 {
     let stop = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
@@ -322,8 +320,8 @@ async fn steady_run(
     slice: Duration,
 ) -> anyhow::Result<Steady> {
     let (master, nodes) = cluster(demo, out, "hedging-steady").await?;
-    let off: Router<CalcClient> = master.router_with(config(false));
-    let on: Router<CalcClient> = master.router_with(config(true));
+    let off: CallRouter<CalcClient> = master.router_with(config(false));
+    let on: CallRouter<CalcClient> = master.router_with(config(true));
     anyhow::ensure!(
         off.wait_for_nodes(3, Duration::from_secs(10)).await
             && on.wait_for_nodes(3, Duration::from_secs(10)).await,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use distribution_client::{Membership, Router, RouterConfig};
+use distribution_client::{CallRouter, Membership, RouterConfig};
 use distribution_examples::service::CalcClient;
 use distribution_master::{Master, MasterConfig};
 use distribution_shared::handshake::Key;
@@ -136,10 +136,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
     let membership = master.registry().subscribe();
     let secret_master = Master::start(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        MasterConfig {
-            secret: Some(SECRET.into()),
-            ..MasterConfig::default()
-        },
+        MasterConfig::default().with_secret(Some(SECRET.into())),
     )?;
     let secret_log = procs::log_path(&args.out, "overhead-node-secret")?;
     let mut secret_node = procs::node_with_args(
@@ -291,13 +288,11 @@ async fn measure(
     secret_membership: watch::Receiver<Membership>,
     settings: Settings,
 ) -> anyhow::Result<(Vec<Point>, connect::ConnectFigures)> {
-    let router: Router<CalcClient> = Router::new(membership.clone(), RouterConfig::default());
-    let secret_router: Router<CalcClient> = Router::new(
+    let router: CallRouter<CalcClient> =
+        CallRouter::new(membership.clone(), RouterConfig::default());
+    let secret_router: CallRouter<CalcClient> = CallRouter::new(
         secret_membership.clone(),
-        RouterConfig {
-            secret: Some(SECRET.into()),
-            ..RouterConfig::default()
-        },
+        RouterConfig::default().with_secret(Some(SECRET.into())),
     );
     for (router, log) in [
         (&router, "overhead-node"),
@@ -331,7 +326,7 @@ async fn measure(
             Ok::<_, anyhow::Error>(client.sum(ctx, VALUES.to_vec()).await??)
         }
     });
-    let routed = |router: Router<CalcClient>| {
+    let routed = |router: CallRouter<CalcClient>| {
         Arc::new(move || {
             let router = router.clone();
             async move {

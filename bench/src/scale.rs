@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use distribution_client::{Router, RouterConfig};
+use distribution_client::{CallRouter, RouterConfig};
 use distribution_examples::service::CalcClient;
 use distribution_master::registry::Registration;
 use distribution_master::{Master, MasterConfig, Registry};
@@ -274,7 +274,8 @@ async fn measure(
                 .map_err(|e| anyhow::anyhow!("registering a member: {e}"))?;
             registered += 1;
         }
-        let router: Router<CalcClient> = Router::new(registry.subscribe(), RouterConfig::default());
+        let router: CallRouter<CalcClient> =
+            CallRouter::new(registry.subscribe(), RouterConfig::default());
         anyhow::ensure!(
             router.wait_for_nodes(size, Duration::from_secs(30)).await,
             "the router did not see {size} members"

@@ -4,7 +4,7 @@
 //! stack (no axum, no hyper server): the master and the nodes live in their own crates.
 //!
 //! ```text
-//!   your code ──▶ Router ──── tarpc calls, one connection per node ────▶ node A, B, C
+//!   your code ──▶ CallRouter ──── tarpc calls, one connection per node ────▶ node A, B, C
 //!                   ▲
 //!                   │ membership (the node set, with each node's reported load)
 //!        ┌──────────┴──────────────┐
@@ -15,9 +15,9 @@
 //! How the pieces fit:
 //! - [`membership`]: the node set a router follows, one [`Membership`] snapshot per change.
 //! - [`router`]: least-used, failover-safe tarpc calls over a membership feed:
-//!   [`Router::call`] (awaits the reply), [`Router::spawn`] (a [`CallHandle`]),
-//!   [`Router::scatter`]; backup requests and outlier ejection.
-//! - [`remote`]: the follower: a [`Router`] in any process, fed by a master's node list
+//!   [`CallRouter::call`] (awaits the reply), [`CallRouter::submit`] (a [`CallHandle`]),
+//!   [`CallRouter::scatter`]; backup requests and outlier ejection.
+//! - [`remote`]: the follower: a [`CallRouter`] in any process, fed by a master's node list
 //!   ([`remote::connect`]), and the master's membership events as a stream ([`remote::events`]).
 //! - [`blocking`]: the router for synchronous code: [`blocking::BlockingRouter`].
 //! - [`observe`]: the routers' metrics (through the `metrics` facade).
@@ -31,8 +31,8 @@ pub mod router;
 pub use membership::{LoadReport, Member, Membership};
 pub use remote::{ConnectError, RemoteConfig};
 pub use router::{
-    CallError, CallHandle, CallOptions, HedgeDelay, HedgePolicy, HedgeStats, NodeRef, NodeStats,
-    Reply, Router, RouterConfig, ScatterError, ScatterOptions,
+    CallError, CallHandle, CallOptions, CallRouter, HedgeDelay, HedgePolicy, HedgeStats, NodeRef,
+    NodeStats, Reply, RouterConfig, ScatterError, ScatterOptions,
 };
 
 /// A client the router can call: implemented by [`service_client!`].

@@ -72,6 +72,7 @@ pub(crate) fn call_done<T>(
         Err(CallError::DeadlineExceeded { node, .. }) => ("deadline", node.as_ref(), 0),
         Err(CallError::Transport { node, attempts, .. }) => ("transport", Some(node), *attempts),
         Err(CallError::NoNodeAvailable) => ("no_node", None, 0),
+        Err(CallError::Cancelled) => ("cancelled", None, 0),
     };
     let elapsed = started.elapsed();
     counter!(ROUTER_CALLS, "outcome" => outcome).increment(1);

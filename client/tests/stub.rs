@@ -1,5 +1,6 @@
 //! The router as tarpc's `Stub`: a generated client of a service that is not the demo's,
-//! `InventoryClient::from(router.stub())`, routed over three real nodes on 127.0.0.1.
+//! `InventoryClient::from(router.stub())`, routed over three real nodes on 127.0.0.1; and what a
+//! handle of a submitted call says when its runtime is gone.
 
 use std::collections::HashMap;
 use std::error::Error as _;
@@ -93,10 +94,9 @@ async fn a_generated_client_over_the_stub_goes_to_the_least_used_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_stub_fails_over_when_a_node_dies() {
     let (master, mut nodes) = cluster(3).await;
-    let router = master.router_with::<InventoryClient>(RouterConfig {
-        deadline: Duration::from_secs(10),
-        ..RouterConfig::default()
-    });
+    let router = master.router_with::<InventoryClient>(
+        RouterConfig::default().with_deadline(Duration::from_secs(10)),
+    );
     assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
     let inventory = InventoryClient::from(router.stub_with(CallOptions::default().idempotent()));
     // Every node holds a connection from the router first.
@@ -152,7 +152,8 @@ async fn the_stub_reports_the_routers_verdicts_as_tarpc_errors() {
 
     // No node at all: tarpc's `Send` error, holding the router's `CallError`.
     let (_tx, rx) = tokio::sync::watch::channel(distribution_client::Membership::default());
-    let empty = distribution_client::Router::<InventoryClient>::new(rx, RouterConfig::default());
+    let empty =
+        distribution_client::CallRouter::<InventoryClient>::new(rx, RouterConfig::default());
     let nobody = InventoryClient::from(empty.stub())
         .count(context::current(), "x".into(), 0)
         .await;
@@ -166,5 +167,39 @@ async fn the_stub_reports_the_routers_verdicts_as_tarpc_errors() {
             Some(CallError::NoNodeAvailable)
         ),
         "{cause:?}"
+    );
+}
+
+/// A call submitted on a runtime that then shuts down ends as `Cancelled` for whoever awaits its
+/// handle elsewhere: not as `NoNodeAvailable`, which would send an operator looking for nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_runtime_shut_down_is_cancelled() {
+    let (master, _nodes) = cluster(1).await;
+    let router = master.router::<InventoryClient>();
+    assert!(router.wait_for_nodes(1, Duration::from_secs(5)).await);
+    // The other runtime lives on a thread of its own (a runtime cannot block inside this one).
+    let submitting = router.clone();
+    let handle = std::thread::spawn(move || {
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut handle = None;
+        other.block_on(async {
+            handle = Some(
+                submitting
+                    .submit(|c, ctx| async move { c.count(ctx, "nuts".into(), 10_000).await }),
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await; // the call is on the node
+        });
+        handle.unwrap()
+        // `other` shuts down here, with the call still running on it.
+    })
+    .join()
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), handle).await;
+    assert!(
+        matches!(outcome, Ok(Err(CallError::Cancelled))),
+        "{outcome:?}"
     );
 }

@@ -1,6 +1,6 @@
 //! Blocking calls from a plain `fn main()`: no `#[tokio::main]`, no runtime to create. The
 //! `BlockingRouter` follows a master and blocks the calling thread on each call, as the Go
-//! original's `Call` did; `spawn` + `wait` are its `Go` + `Waiter`.
+//! original's `Call` did; `submit` + `wait` are its `Go` + `Waiter`.
 //!
 //! ```text
 //! distribution-demo master &                       # registry on 127.0.0.1:3000
@@ -33,7 +33,7 @@ pub fn run(master: &str, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "sum: {} from {}", reply.value?, reply.node)?;
 
     // Async call (Go: Go + Waiter): start it, do something else, wait for it.
-    let later = router.spawn(|c, ctx| async move { c.sum(ctx, vec![1, 2]).await });
+    let later = router.submit(|c, ctx| async move { c.sum(ctx, vec![1, 2]).await });
     let quick = CallOptions::deadline(Duration::from_secs(2)).idempotent();
     let now = router.call_with(quick, |c, ctx| async move { c.sum(ctx, vec![10]).await })?;
     writeln!(

@@ -15,7 +15,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use distribution_client::remote::{self, ConnectError, RemoteConfig};
-use distribution_client::{CallError, Membership, NodeStats, Router, ScatterError, ScatterOptions};
+use distribution_client::{
+    CallError, CallRouter, Membership, NodeStats, ScatterError, ScatterOptions,
+};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -58,7 +60,7 @@ pub struct Summary {
     pub calls: u64,
     /// How long the job took, from its first call to its last reply.
     pub elapsed: Duration,
-    /// The calls each node served for this client, from [`Router::stats`].
+    /// The calls each node served for this client, from [`CallRouter::stats`].
     pub per_node: Vec<NodeStats>,
 }
 
@@ -85,7 +87,7 @@ impl fmt::Display for Summary {
 pub async fn connect(
     master: &str,
     config: RemoteConfig,
-) -> Result<Router<CalcClient>, ClientError> {
+) -> Result<CallRouter<CalcClient>, ClientError> {
     let router = remote::connect_with::<CalcClient>(master, config).await?;
     if !router.wait_for_nodes(1, FIRST_NODE_TIMEOUT).await {
         return Err(ClientError::NoNodes(FIRST_NODE_TIMEOUT));
@@ -112,7 +114,7 @@ pub fn progress_bar(total: u64) -> ProgressBar {
 /// Adds `values` on the nodes `repeat` times, `concurrency` calls at once (default: two per known
 /// node), advancing `progress` at each reply.
 pub async fn run_sum(
-    router: &Router<CalcClient>,
+    router: &CallRouter<CalcClient>,
     values: Vec<i64>,
     repeat: u64,
     concurrency: Option<usize>,
@@ -147,7 +149,7 @@ pub async fn run_sum(
 /// Counts the binary palindromes in `0..=n`, cut in chunks over the known nodes and scattered
 /// with `concurrency` chunks at once (default: two per node), advancing `progress` per chunk.
 pub async fn run_palindrome(
-    router: &Router<CalcClient>,
+    router: &CallRouter<CalcClient>,
     n: u64,
     concurrency: Option<usize>,
     progress: &ProgressBar,
@@ -155,10 +157,7 @@ pub async fn run_palindrome(
     let parts = palindrome::chunks(n, router.len());
     let chunks = parts.len() as u64;
     progress.set_length(chunks);
-    let mut options = ScatterOptions {
-        concurrency,
-        ..ScatterOptions::default()
-    };
+    let mut options = ScatterOptions::default().with_concurrency(concurrency);
     // As in the gateway: a big chunk takes seconds on a slow machine.
     options.call.deadline = Some(Duration::from_secs(120));
     let started = Instant::now();

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use distribution_client::{Router, RouterConfig};
-use distribution_master::http::{self, HttpOptions};
+use distribution_client::{CallRouter, RouterConfig};
+use distribution_master::http;
 use distribution_master::{Master, MasterConfig};
 use distribution_node::{NodeConfig, NodeHandle, handler};
 use tokio::net::TcpListener;
@@ -38,13 +38,10 @@ impl DemoMaster {
         config: MasterConfig,
         router: RouterConfig,
     ) -> std::io::Result<Self> {
-        let limits = HttpOptions {
-            tls: None,
-            ..config.http.clone()
-        };
+        let limits = config.http.clone().with_tls(None);
         let metrics = config.metrics.clone();
         let master = Master::start(registry, config)?;
-        let router: Router<CalcClient> = master.router_with(router);
+        let router: CallRouter<CalcClient> = master.router_with(router);
         let gateway_addr = gateway.local_addr()?;
         let mut app = gateway::routes(router);
         if let Some(render) = metrics {
@@ -78,7 +75,7 @@ pub fn start_node(
     listener: TcpListener,
     config: NodeConfig,
     sum_delay: Duration,
-) -> Result<NodeHandle, distribution_node::MasterError> {
+) -> Result<NodeHandle, distribution_node::StartError> {
     let server = CalcServer { sum_delay };
     distribution_node::start(listener, config, handler!(server.serve()))
 }
@@ -88,7 +85,7 @@ pub fn start_node(
 pub fn start_faulty_node(
     listener: TcpListener,
     config: NodeConfig,
-) -> Result<NodeHandle, distribution_node::MasterError> {
+) -> Result<NodeHandle, distribution_node::StartError> {
     distribution_node::start(
         listener,
         config,

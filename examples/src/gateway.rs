@@ -19,7 +19,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router as HttpRouter};
-use distribution_client::{CallError, CallOptions, HedgeDelay, NodeRef, Router, ScatterOptions};
+use distribution_client::{
+    CallError, CallOptions, CallRouter, HedgeDelay, NodeRef, ScatterOptions,
+};
 use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};
@@ -47,7 +49,7 @@ pub fn chunk_hedge_delay(len: u64) -> Duration {
 pub const MAX_VALUES: usize = 10_000;
 
 /// The gateway's routes over `router`.
-pub fn routes(router: Router<CalcClient>) -> HttpRouter {
+pub fn routes(router: CallRouter<CalcClient>) -> HttpRouter {
     HttpRouter::new()
         .route("/sum", get(sum))
         .route("/palindrom", get(palindrom))
@@ -93,11 +95,13 @@ fn cluster_failure(err: CallError, json: bool) -> Failure {
         CallError::NoNodeAvailable => StatusCode::SERVICE_UNAVAILABLE,
         CallError::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
         CallError::Remote { .. } | CallError::Transport { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    tracing::warn!(error = %err, "call failed");
+    let message = err.chain();
+    tracing::warn!(error = %message, "call failed");
     Failure {
         status,
-        message: err.to_string(),
+        message,
         json,
     }
 }
@@ -136,7 +140,7 @@ pub fn parse_n(raw: Option<&String>) -> Result<u64, String> {
 }
 
 async fn sum(
-    State(router): State<Router<CalcClient>>,
+    State(router): State<CallRouter<CalcClient>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
@@ -155,14 +159,13 @@ async fn sum(
     // Sums are pure, so the call is idempotent: hedged on another node when its node is slower
     // than usual, and retried elsewhere if a node aborts, leaves, or does not answer within
     // SUM_ATTEMPT_TIMEOUT (a hung or cut-off node, when the budget allows no backup).
-    let options = CallOptions {
-        attempt_timeout: Some(SUM_ATTEMPT_TIMEOUT),
-        hedge: Some(HedgeDelay::Percentile {
+    let options = CallOptions::default()
+        .idempotent()
+        .with_attempt_timeout(SUM_ATTEMPT_TIMEOUT)
+        .with_hedge(HedgeDelay::Percentile {
             percentile: 99.0,
             floor: SUM_HEDGE_FLOOR,
-        }),
-        ..CallOptions::default().idempotent()
-    };
+        });
     let reply = router
         .call_with(options, move |client, ctx| {
             let values = sent.clone();
@@ -189,7 +192,7 @@ async fn sum(
 }
 
 async fn palindrom(
-    State(router): State<Router<CalcClient>>,
+    State(router): State<CallRouter<CalcClient>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
@@ -201,13 +204,11 @@ async fn palindrom(
     // Counting is pure, so chunks are idempotent: retried elsewhere if a node aborts, and
     // hedged when their node is far behind (the chunks are of equal size, give or take one).
     let largest = parts.iter().map(|(a, b)| b - a + 1).max().unwrap_or(0);
-    let options = ScatterOptions {
-        call: CallOptions {
-            hedge: Some(HedgeDelay::Fixed(chunk_hedge_delay(largest))),
-            ..CallOptions::deadline(Duration::from_secs(120)).idempotent()
-        },
-        ..ScatterOptions::default()
-    };
+    let options = ScatterOptions::default().with_call(
+        CallOptions::deadline(Duration::from_secs(120))
+            .idempotent()
+            .with_hedge(HedgeDelay::Fixed(chunk_hedge_delay(largest))),
+    );
     let replies = router
         .scatter(parts, options, |client, ctx, (start, end)| async move {
             palindromes_answer(client.palindromes(ctx, start, end).await)

@@ -45,12 +45,10 @@ fn cluster(n: usize, delay_ms: u64) -> Cluster {
     let nodes = (0..n)
         .map(|_| start_node(&master, &["--sum-delay-ms", &delay]))
         .collect();
-    let config = RemoteConfig {
-        load_refresh: Duration::from_millis(INTERVAL_MS),
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        ..RemoteConfig::default()
-    };
+    let config = RemoteConfig::default()
+        .with_load_refresh(Duration::from_millis(INTERVAL_MS))
+        .with_retry_base(Duration::from_millis(20))
+        .with_retry_max(Duration::from_millis(100));
     let router = BlockingRouter::connect_with(&master, config).expect("the router connects");
     // Cold binaries on a loaded machine may take a while to start.
     assert!(
@@ -173,7 +171,7 @@ fn wait_timeout_returns_in_time_and_the_call_goes_on() {
     let started = Instant::now();
     let mut handle = cluster
         .router
-        .spawn(|c, ctx| async move { c.sum(ctx, vec![20, 22]).await });
+        .submit(|c, ctx| async move { c.sum(ctx, vec![20, 22]).await });
     let early = handle.wait_timeout(Duration::from_millis(100));
     let waited = started.elapsed();
     assert!(early.is_none(), "no reply yet from a 1.5 s call: {early:?}");
@@ -196,7 +194,7 @@ fn dropping_every_handle_stops_the_runtime() {
     let reply = router.call(|c, ctx| async move { c.sum(ctx, vec![1, 2]).await });
     assert_eq!(reply.unwrap().value, Ok(3));
     assert!(runtime_threads() > 0, "the runtime runs named threads");
-    let pending = router.spawn(|c, ctx| async move { c.sum(ctx, vec![3, 4]).await });
+    let pending = router.submit(|c, ctx| async move { c.sum(ctx, vec![3, 4]).await });
     let Cluster {
         router: original,
         nodes,
@@ -226,7 +224,7 @@ fn inside_a_tokio_runtime_every_blocking_method_returns_the_typed_error() {
             .unwrap();
         let outcome = runtime.block_on(async {
             let call = router.call(|c, ctx| async move { c.sum(ctx, vec![1]).await });
-            let mut handle = router.spawn(|c, ctx| async move { c.sum(ctx, vec![2]).await });
+            let mut handle = router.submit(|c, ctx| async move { c.sum(ctx, vec![2]).await });
             let timed = handle.wait_timeout(Duration::from_millis(10));
             let waited = handle.wait();
             let connect = BlockingRouter::<CalcClient>::connect_with(&master, Default::default());
@@ -251,7 +249,7 @@ fn inside_a_tokio_runtime_every_blocking_method_returns_the_typed_error() {
     {
         assert_eq!(error.as_deref(), Some(expected.as_str()), "{what}");
     }
-    assert!(expected.contains("use the async Router"), "{expected}");
+    assert!(expected.contains("use the async CallRouter"), "{expected}");
     // The same router still works from a plain thread.
     let reply = cluster
         .router
@@ -292,7 +290,7 @@ fn a_router_of_an_in_process_master_is_wrapped_without_a_second_runtime() {
     let reply = blocking.call(|c, ctx| async move { c.sum(ctx, vec![40, 2]).await });
     assert_eq!(reply.unwrap().value, Ok(42));
     let waited = blocking
-        .spawn(|c, ctx| async move { c.sum(ctx, vec![1, 1]).await })
+        .submit(|c, ctx| async move { c.sum(ctx, vec![1, 1]).await })
         .wait();
     assert_eq!(waited.unwrap().value, Ok(2));
     assert_eq!(runtime_threads(), 0, "the caller's runtime does the work");

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use distribution_client::remote::{self, RemoteConfig};
-use distribution_client::{Router, RouterConfig};
+use distribution_client::{CallRouter, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
 use distribution_master::MasterConfig;
@@ -26,16 +26,14 @@ const BOUND: Duration = Duration::from_secs(10);
 
 /// A remote caller's settings, fast enough for tests.
 fn remote_config() -> RemoteConfig {
-    RemoteConfig {
-        load_refresh: INTERVAL,
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        restart_grace: INTERVAL * 3,
-        ..RemoteConfig::default()
-    }
+    RemoteConfig::default()
+        .with_load_refresh(INTERVAL)
+        .with_retry_base(Duration::from_millis(20))
+        .with_retry_max(Duration::from_millis(100))
+        .with_restart_grace(INTERVAL * 3)
 }
 
-async fn connect(master: &str) -> Router<CalcClient> {
+async fn connect(master: &str) -> CallRouter<CalcClient> {
     remote::connect_with(master, remote_config()).await.unwrap()
 }
 
@@ -59,7 +57,7 @@ async fn master_on(addr: &str) -> DemoMaster {
 }
 
 /// The ids a router routes to.
-fn routed(router: &Router<CalcClient>) -> BTreeSet<String> {
+fn routed(router: &CallRouter<CalcClient>) -> BTreeSet<String> {
     router
         .stats()
         .iter()
@@ -72,10 +70,11 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 }
 
 /// Makes `count` sum calls, `count` at once; returns how many each node served.
-async fn sums(router: &Router<CalcClient>, count: usize) -> BTreeMap<String, usize> {
+async fn sums(router: &CallRouter<CalcClient>, count: usize) -> BTreeMap<String, usize> {
     let handles: Vec<_> = (0..count)
         .map(|i| {
-            router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i as i64, 1]).await })
+            router
+                .submit(move |client, ctx| async move { client.sum(ctx, vec![i as i64, 1]).await })
         })
         .collect();
     let mut per_node = BTreeMap::new();
@@ -282,7 +281,7 @@ async fn a_caller_routes_around_the_load_other_callers_put_on_nodes() {
     );
     tokio::time::sleep(INTERVAL * 4).await;
     let handles: Vec<_> = (0..20)
-        .map(|i| caller.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .map(|i| caller.submit(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
         .collect();
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for handle in handles {
@@ -381,21 +380,18 @@ async fn a_remote_caller_follows_an_https_master_and_calls_tls_nodes() {
 
     // One set of TLS settings (the router's) secures the watch and the calls; a bare
     // `host:port` then means https.
-    let config = RemoteConfig {
-        secret: Some("s3cret".into()),
-        router: RouterConfig {
-            tls: Some(ClientTls {
+    let config = remote_config()
+        .with_secret(Some("s3cret".into()))
+        .with_router(
+            RouterConfig::default().with_tls(Some(ClientTls {
                 config: pki
                     .issue("app", &["app.cluster.test"])
                     .client_config()
                     .unwrap(),
                 server_name: Some(NODE_NAME.into()),
-            }),
-            ..RouterConfig::default()
-        },
-        ..remote_config()
-    };
-    let router: Router<CalcClient> = remote::connect_with(&addr, config).await.unwrap();
+            })),
+        );
+    let router: CallRouter<CalcClient> = remote::connect_with(&addr, config).await.unwrap();
     assert_eq!(router.len(), 1);
     let reply = router
         .call(|c, ctx| async move { c.sum(ctx, vec![40, 2]).await })

@@ -1,9 +1,10 @@
 //! A node process whose every tokio worker is busy in a CPU loop inside an async handler keeps
 //! its lease (issue #10): its heartbeats run on its own lifecycle thread, not on the workers.
 //!
-//! The node runs with `--worker-threads 2` and gets two `Calc::spin` calls (the anti-pattern: a
-//! busy loop in the `async fn`, never yielding), on two connections, each spinning for
-//! 2 × TTL + 2 s. While they spin, a third call gets no answer (the workers are all held: the
+//! The node runs with `--worker-threads 2` and gets three `Calc::spin` calls (the anti-pattern: a
+//! busy loop in the `async fn`, never yielding), on three connections, each spinning for
+//! 2 × TTL + 2 s (one more than the workers: see below). While they spin, another call gets no
+//! answer (the workers are all held: the
 //! situation is real), yet the master, polled every 100 ms at `GET /v1/nodes`, lists the node
 //! throughout, and its event feed (`GET /v1/events`) names no eviction of it. Before the
 //! lifecycle thread, the node went unlisted about 3 s into the spin, until the spin ended.
@@ -86,10 +87,14 @@ async fn a_node_whose_workers_all_spin_in_async_handlers_is_not_evicted() {
         }
     });
 
-    // One spin per worker, each on its own connection.
+    // One spin more than there are workers, each on its own connection. With exactly one per
+    // worker, the run occasionally left a worker free: tokio puts a task spawned by a worker in
+    // that worker's LIFO slot, which no other worker may steal, so a second spin could wait
+    // behind the first on the same worker. One spare spin keeps every worker busy whatever the
+    // placement (only one task per worker can sit in a LIFO slot).
     let spins: Vec<_> = {
         let mut spins = Vec::new();
-        for _ in 0..WORKERS {
+        for _ in 0..WORKERS + 1 {
             let client = client(&addr).await;
             spins.push(tokio::spawn(async move {
                 let mut ctx = context::current();

@@ -66,11 +66,9 @@ async fn calls_queued_on_a_blackholed_node_share_one_dial_and_fail_over() {
         .unwrap();
     assert!(answer.status().is_success(), "{answer:?}");
 
-    let mut config = RouterConfig {
-        connect_timeout: CONNECT_TIMEOUT,
-        deadline: Duration::from_secs(10),
-        ..RouterConfig::default()
-    };
+    let mut config = RouterConfig::default()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_deadline(Duration::from_secs(10));
     config.seed = Some(7);
     let router = master.master.router_with::<CalcClient>(config);
     assert!(router.wait_for_nodes(2, Duration::from_secs(5)).await);

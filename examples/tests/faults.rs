@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use distribution_client::remote::{self, RemoteConfig};
-use distribution_client::{CallOptions, Router, RouterConfig, ScatterOptions};
+use distribution_client::{CallRouter, RouterConfig, ScatterOptions};
 use distribution_examples::service::{CalcClient, palindromes_answer};
 use distribution_master::{Master, MasterConfig};
 use support::procs::{Proc, start_master_on, start_node};
@@ -25,17 +25,17 @@ const INTERVAL: Duration = Duration::from_millis(200);
 
 /// The master in the test process, and a router for idempotent calls that gives up on a silent
 /// node after 500 ms.
-async fn cluster() -> (Master, String, Router<CalcClient>) {
+async fn cluster() -> (Master, String, CallRouter<CalcClient>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = Master::start(listener, MasterConfig::with_interval(INTERVAL)).unwrap();
     let addr = master.local_addr().to_string();
-    let router = master.router_with(RouterConfig {
-        idempotent: true,
-        attempt_timeout: Some(Duration::from_millis(500)),
-        attempts: 4,
-        eject_base: Duration::from_millis(300),
-        ..RouterConfig::default()
-    });
+    let router = master.router_with(
+        RouterConfig::default()
+            .with_idempotent(true)
+            .with_attempt_timeout(Some(Duration::from_millis(500)))
+            .with_attempts(4)
+            .with_eject_base(Duration::from_millis(300)),
+    );
     (master, addr, router)
 }
 
@@ -84,7 +84,7 @@ impl Outcome {
 /// `workers` concurrent loops of `sum` calls, each until `stop` is set or `max_calls` calls,
 /// checking every answer.
 async fn drive(
-    router: &Router<CalcClient>,
+    router: &CallRouter<CalcClient>,
     workers: usize,
     max_calls: usize,
     stop: Arc<AtomicBool>,
@@ -147,10 +147,7 @@ async fn node_sigkilled_mid_call_loses_nothing_and_scatter_stays_complete() {
     let load = drive(&router, 40, 10_000, stop.clone());
     let scatter = router.scatter(
         palindrome_chunks(),
-        ScatterOptions {
-            concurrency: Some(6),
-            call: CallOptions::default(),
-        },
+        ScatterOptions::default().with_concurrency(Some(6)),
         |c, ctx, (a, b)| async move { palindromes_answer(c.palindromes(ctx, a, b).await) },
     );
     let kill = async {
@@ -272,14 +269,14 @@ async fn a_node_that_fails_every_call_costs_no_idempotent_call() {
     // Without the idempotent flag, the fault reaches the caller as a typed remote error naming
     // the node, and after 5 in a row (`eject_after_errors`) the node is ejected: a fresh router
     // (no history) with a long ejection sees exactly 5 remote errors however many calls follow.
-    let strict_router = master.router_with::<CalcClient>(RouterConfig {
-        idempotent: false,
-        attempts: 1,
-        eject_after_errors: 5,
-        eject_base: Duration::from_secs(60),
-        seed: Some(11),
-        ..RouterConfig::default()
-    });
+    let strict_router = master.router_with::<CalcClient>(
+        RouterConfig::default()
+            .with_idempotent(false)
+            .with_attempts(1)
+            .with_eject_after_errors(5)
+            .with_eject_base(Duration::from_secs(60))
+            .with_seed(Some(11)),
+    );
     assert!(
         strict_router
             .wait_for_nodes(3, Duration::from_secs(5))
@@ -330,19 +327,19 @@ async fn idempotent_calls_on_an_evicted_node_with_open_connections_move_at_once(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = Master::start(listener, MasterConfig::with_interval(INTERVAL)).unwrap();
     let addr = master.local_addr().to_string();
-    let router = master.router_with::<CalcClient>(RouterConfig {
-        idempotent: true,
-        attempt_timeout: None,
-        attempts: 1,
-        deadline: Duration::from_secs(20),
-        ..RouterConfig::default()
-    });
+    let router = master.router_with::<CalcClient>(
+        RouterConfig::default()
+            .with_idempotent(true)
+            .with_attempt_timeout(None)
+            .with_attempts(1)
+            .with_deadline(Duration::from_secs(20)),
+    );
     let nodes: Vec<Proc> = (0..2).map(|_| node(&addr, 300)).collect();
     assert!(wait_nodes(&master, 2, Duration::from_secs(20)).await);
     assert!(router.wait_for_nodes(2, Duration::from_secs(5)).await);
     let started = Instant::now();
     let calls: Vec<_> = (0..10i64)
-        .map(|i| router.spawn(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
+        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
         .collect();
     assert!(
         wait_until(Duration::from_secs(5), || async {
@@ -433,21 +430,19 @@ async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_me
     let interval_ms = INTERVAL.as_millis() as u64;
     let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
     let nodes: Vec<Proc> = (0..3).map(|_| node(&registry, 20)).collect();
-    let router: Router<CalcClient> = remote::connect_with(
+    let router: CallRouter<CalcClient> = remote::connect_with(
         &registry,
-        RemoteConfig {
-            router: RouterConfig {
-                idempotent: true,
-                attempt_timeout: Some(Duration::from_millis(500)),
-                attempts: 4,
-                ..RouterConfig::default()
-            },
-            load_refresh: INTERVAL,
-            retry_base: Duration::from_millis(50),
-            retry_max: Duration::from_millis(200),
-            restart_grace: INTERVAL * 3,
-            ..RemoteConfig::default()
-        },
+        RemoteConfig::default()
+            .with_router(
+                RouterConfig::default()
+                    .with_idempotent(true)
+                    .with_attempt_timeout(Some(Duration::from_millis(500)))
+                    .with_attempts(4),
+            )
+            .with_load_refresh(INTERVAL)
+            .with_retry_base(Duration::from_millis(50))
+            .with_retry_max(Duration::from_millis(200))
+            .with_restart_grace(INTERVAL * 3),
     )
     .await
     .unwrap();
@@ -526,7 +521,7 @@ async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_me
 }
 
 /// Calls this router has completed, over all nodes.
-fn served(router: &Router<CalcClient>) -> u64 {
+fn served(router: &CallRouter<CalcClient>) -> u64 {
     router.stats().iter().map(|s| s.served).sum()
 }
 

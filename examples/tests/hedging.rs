@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use distribution_client::{CallOptions, HedgePolicy, NodeStats, Router, RouterConfig};
+use distribution_client::{CallOptions, CallRouter, HedgePolicy, NodeStats, RouterConfig};
 use distribution_examples::cluster::DemoMaster;
 use distribution_examples::service::CalcClient;
 use distribution_master::{Master, MasterConfig};
@@ -58,13 +58,13 @@ async fn cluster() -> (Master, Vec<Proc>) {
     (master, nodes)
 }
 
-fn router(master: &Master, hedge: Option<HedgePolicy>) -> Router<CalcClient> {
-    master.router_with(RouterConfig {
-        idempotent: true,
-        attempt_timeout: Some(ATTEMPT_TIMEOUT),
-        hedge,
-        ..RouterConfig::default()
-    })
+fn router(master: &Master, hedge: Option<HedgePolicy>) -> CallRouter<CalcClient> {
+    master.router_with(
+        RouterConfig::default()
+            .with_idempotent(true)
+            .with_attempt_timeout(Some(ATTEMPT_TIMEOUT))
+            .with_hedge(hedge),
+    )
 }
 
 /// What the callers saw.
@@ -80,7 +80,7 @@ struct Seen {
 
 /// `workers` loops of idempotent `sum` calls until `stop` (at most 20,000 calls each), timing
 /// every call.
-async fn drive(router: &Router<CalcClient>, workers: usize, stop: Arc<AtomicBool>) -> Seen {
+async fn drive(router: &CallRouter<CalcClient>, workers: usize, stop: Arc<AtomicBool>) -> Seen {
     let tasks: Vec<_> = (0..workers)
         .map(|w| {
             let (router, stop) = (router.clone(), stop.clone());
@@ -126,7 +126,7 @@ async fn drive(router: &Router<CalcClient>, workers: usize, stop: Arc<AtomicBool
     total
 }
 
-fn victim_stats(router: &Router<CalcClient>) -> NodeStats {
+fn victim_stats(router: &CallRouter<CalcClient>) -> NodeStats {
     router
         .stats()
         .into_iter()
@@ -137,7 +137,7 @@ fn victim_stats(router: &Router<CalcClient>) -> NodeStats {
 /// Runs load on `router` for 1 s, pauses `hedge-0` for [`PAUSE`] (recording whether the router
 /// ejected it meanwhile), resumes it, runs 0.5 s more; returns what the callers saw and whether
 /// the victim was seen ejected while paused.
-async fn pause_under_load(router: &Router<CalcClient>, nodes: &[Proc]) -> (Seen, bool) {
+async fn pause_under_load(router: &CallRouter<CalcClient>, nodes: &[Proc]) -> (Seen, bool) {
     assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
     let stop = Arc::new(AtomicBool::new(false));
     let load = drive(router, 16, stop.clone());

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use distribution_client::{CallError, Router, RouterConfig};
+use distribution_client::{CallError, CallRouter, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::{CalcClient, CalcResponse};
 use distribution_master::MasterConfig;
@@ -187,18 +187,24 @@ async fn wrong_secrets_replays_and_stalls_are_refused_while_routed_calls_succeed
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().contains("wrong cluster secret"), "{err}");
     refused(&node, 1).await;
-    let intruder: Router<CalcClient> = master.master.router_with(RouterConfig {
-        secret: Some("guess".into()),
-        attempts: 1,
-        ..RouterConfig::default()
-    });
+    let intruder: CallRouter<CalcClient> = master.master.router_with(
+        RouterConfig::default()
+            .with_secret(Some("guess".into()))
+            .with_attempts(1),
+    );
     assert!(intruder.wait_for_nodes(1, Duration::from_secs(5)).await);
     match intruder
         .call(|c, ctx| async move { c.sum(ctx, vec![40, 2]).await })
         .await
     {
-        Err(CallError::Transport { reason, .. }) => {
-            assert!(reason.contains("wrong cluster secret"), "{reason}")
+        Err(err @ CallError::Transport { .. }) => {
+            let source = std::error::Error::source(&err).map(|s| s.to_string());
+            assert!(
+                source
+                    .as_deref()
+                    .is_some_and(|s| s.contains("wrong cluster secret")),
+                "{err}: {source:?}"
+            )
         }
         other => panic!("a router with a wrong secret got {other:?}"),
     }

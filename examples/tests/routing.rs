@@ -21,7 +21,7 @@ async fn thirty_slow_calls_spread_ten_per_node() {
     ];
     let router = router(&master, 3, RouterConfig::default()).await;
     let handles: Vec<_> = (0..30)
-        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i, 1]).await }))
+        .map(|i| router.submit(move |client, ctx| async move { client.sum(ctx, vec![i, 1]).await }))
         .collect();
     let mut per_node: HashMap<String, usize> = HashMap::new();
     for (i, handle) in handles.into_iter().enumerate() {
@@ -48,16 +48,13 @@ async fn a_node_killed_mid_run_costs_no_call() {
     ];
     // A long first ejection, so that the check at the end still finds the victim ejected
     // however long the run took after the kill.
-    let config = RouterConfig {
-        eject_base: Duration::from_secs(30),
-        ..RouterConfig::default()
-    };
+    let config = RouterConfig::default().with_eject_base(Duration::from_secs(30));
     let router = router(&master, 3, config).await;
     let victim = nodes.remove(0);
     let victim_id = victim.id().to_string();
     let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     let worker =
-        |router: distribution_client::Router<distribution_examples::service::CalcClient>,
+        |router: distribution_client::CallRouter<distribution_examples::service::CalcClient>,
          killed_at: Arc<std::sync::OnceLock<Instant>>| async move {
             let mut results = Vec::new();
             for i in 0..60i64 {
@@ -157,7 +154,7 @@ async fn async_handles_run_concurrently_and_dropping_one_cancels_it() {
     let router = router(&master, 1, RouterConfig::default()).await;
     let started = Instant::now();
     let handles: Vec<_> = (0..20i64)
-        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .map(|i| router.submit(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
         .collect();
     for (i, handle) in handles.into_iter().enumerate() {
         assert_eq!(handle.await.unwrap().value, Ok(i as i64));
@@ -167,7 +164,7 @@ async fn async_handles_run_concurrently_and_dropping_one_cancels_it() {
         "20 calls of 300 ms ran concurrently, not one after another"
     );
 
-    let abandoned = router.spawn(|client, ctx| async move { client.sum(ctx, vec![1]).await });
+    let abandoned = router.submit(|client, ctx| async move { client.sum(ctx, vec![1]).await });
     assert!(
         wait_until(Duration::from_secs(5), || async {
             node.load().in_flight() == 1
@@ -196,10 +193,7 @@ async fn scatter_returns_every_result_in_order_despite_a_node_dying() {
     let items: Vec<i64> = (0..90).collect();
     let scatter = router.scatter(
         items.clone(),
-        ScatterOptions {
-            concurrency: Some(6),
-            ..ScatterOptions::default()
-        },
+        ScatterOptions::default().with_concurrency(Some(6)),
         |client, ctx, i| async move { client.sum(ctx, vec![i, 1000]).await },
     );
     let killer = async {
@@ -220,7 +214,7 @@ async fn graceful_shutdown_deregisters_and_finishes_calls_in_flight() {
     let leaving = node(&master, Duration::from_millis(500)).await;
     let router = router(&master, 1, RouterConfig::default()).await;
     let handles: Vec<_> = (0..5i64)
-        .map(|i| router.spawn(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
+        .map(|i| router.submit(move |client, ctx| async move { client.sum(ctx, vec![i]).await }))
         .collect();
     assert!(
         wait_until(Duration::from_secs(5), || async {
@@ -296,7 +290,7 @@ async fn a_node_at_capacity_refuses_at_once_and_the_router_tries_another() {
     let handles: Vec<_> = callers
         .iter()
         .flat_map(|r| {
-            (0..2i64).map(move |i| r.spawn(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
+            (0..2i64).map(move |i| r.submit(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
         })
         .map(|handle| tokio::spawn(async move { (handle.await, started.elapsed()) }))
         .collect();
@@ -326,7 +320,7 @@ async fn a_node_at_capacity_refuses_at_once_and_the_router_tries_another() {
     let handles: Vec<_> = callers
         .iter()
         .flat_map(|r| {
-            (0..2i64).map(move |i| r.spawn(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
+            (0..2i64).map(move |i| r.submit(move |c, ctx| async move { c.sum(ctx, vec![i]).await }))
         })
         .collect();
     for handle in handles {
@@ -367,13 +361,10 @@ async fn idempotent_calls_survive_most_nodes_leaving_at_once() {
         leaving.push(node(&master, Duration::from_millis(300)).await);
     }
     let router = router(&master, 5, RouterConfig::default()).await;
-    let options = CallOptions {
-        attempts: Some(1),
-        ..CallOptions::default().idempotent()
-    };
+    let options = CallOptions::default().idempotent().with_attempts(1);
     let handles: Vec<_> = (0..20i64)
         .map(|i| {
-            router.spawn_with(options, move |client, ctx| async move {
+            router.submit_with(options, move |client, ctx| async move {
                 client.sum(ctx, vec![i, 1]).await
             })
         })

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use distribution_client::{CallError, Router, RouterConfig};
+use distribution_client::{CallError, CallRouter, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
 use distribution_master::MasterConfig;
@@ -22,13 +22,10 @@ async fn tls_master(pki: &Pki) -> DemoMaster {
     let mut config = MasterConfig::with_interval(support::INTERVAL);
     config.http.tls = Some(files.server_config().unwrap());
     let gateway_caller = pki.issue("gateway", &["gateway.cluster.test"]);
-    let router = RouterConfig {
-        tls: Some(ClientTls {
-            config: gateway_caller.client_config().unwrap(),
-            server_name: Some(NODE_NAME.into()),
-        }),
-        ..RouterConfig::default()
-    };
+    let router = RouterConfig::default().with_tls(Some(ClientTls {
+        config: gateway_caller.client_config().unwrap(),
+        server_name: Some(NODE_NAME.into()),
+    }));
     DemoMaster::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -48,15 +45,15 @@ fn tls_node(master: &DemoMaster, files: &TlsFiles) -> NodeConfig {
     config
 }
 
-fn caller(master: &DemoMaster, files: &TlsFiles) -> Router<CalcClient> {
-    master.master.router_with(RouterConfig {
-        tls: Some(ClientTls {
-            config: files.client_config().unwrap(),
-            server_name: Some(NODE_NAME.into()),
-        }),
-        attempts: 1,
-        ..RouterConfig::default()
-    })
+fn caller(master: &DemoMaster, files: &TlsFiles) -> CallRouter<CalcClient> {
+    master.master.router_with(
+        RouterConfig::default()
+            .with_tls(Some(ClientTls {
+                config: files.client_config().unwrap(),
+                server_name: Some(NODE_NAME.into()),
+            }))
+            .with_attempts(1),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

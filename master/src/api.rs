@@ -40,20 +40,14 @@ pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-index");
 /// The highest capacity a node may claim.
 pub const MAX_CAPACITY: u32 = 1_000_000;
 
-/// Builds the API's routes over `registry`, with the body limit and timeout of `config`.
-///
-/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: registration reads the
-/// connection's peer address.
-pub fn routes(registry: Registry, config: &MasterConfig) -> Router {
-    routes_until(registry, config, CancellationToken::new())
-}
-
-/// [`routes`] whose blocking queries (`GET /v1/nodes?index=N`) answer at once when `shutdown` is
-/// cancelled, so that a graceful shutdown does not wait for them to time out.
+/// The API's routes over `registry`, with the body limit and timeout of `config`; blocking
+/// queries (`GET /v1/nodes?index=N`) answer at once when `shutdown` is cancelled, so that a
+/// graceful shutdown does not wait for them to time out. Served by [`crate::http::serve`], which
+/// gives handlers the peer address (registration reads it).
 ///
 /// Blocking queries are outside the request timeout: they last up to their `wait`, which is
 /// bounded by [`crate::watch::MAX_WAIT`], and a `GET` has no body that a client could trickle.
-pub fn routes_until(
+pub(crate) fn routes(
     registry: Registry,
     config: &MasterConfig,
     shutdown: CancellationToken,
@@ -170,7 +164,7 @@ async fn list(
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.
-pub fn node_list_response(list: NodeList) -> Response {
+fn node_list_response(list: NodeList) -> Response {
     let index = HeaderValue::from(list.index);
     ([(INDEX_HEADER, index)], Json(list)).into_response()
 }

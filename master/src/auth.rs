@@ -18,22 +18,22 @@ use crate::error::ApiError;
 
 /// The secret the master expects. Cheap to clone; `Debug` shows no secret.
 #[derive(Clone, Debug)]
-pub struct Secret(Arc<SecretString>);
+pub(crate) struct Secret(Arc<SecretString>);
 
 impl Secret {
     /// The secret to expect.
-    pub fn new(secret: SecretString) -> Self {
+    pub(crate) fn new(secret: SecretString) -> Self {
         Self(Arc::new(secret))
     }
 
     /// Whether `candidate` is the secret, in constant time for equal lengths.
-    pub fn matches(&self, candidate: &[u8]) -> bool {
+    pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
         bool::from(self.0.expose_secret().as_bytes().ct_eq(candidate))
     }
 }
 
 /// Middleware: refuses requests without the right bearer token.
-pub async fn require_secret(
+pub(crate) async fn require_secret(
     State(secret): State<Secret>,
     request: Request,
     next: Next,

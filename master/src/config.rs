@@ -8,6 +8,7 @@ use crate::http::HttpOptions;
 
 /// How the master runs its registry. `MasterConfig::default()` gives the documented defaults.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct MasterConfig {
     /// How often nodes must heartbeat (told to each node when it registers). Default 1 s.
     pub heartbeat_interval: Duration,
@@ -73,3 +74,16 @@ impl std::fmt::Debug for MasterConfig {
             .finish()
     }
 }
+
+// `MasterConfig` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(MasterConfig {
+    with_heartbeat_interval => heartbeat_interval: Duration,
+    with_ttl => ttl: Duration,
+    with_max_nodes => max_nodes: usize,
+    with_max_body_bytes => max_body_bytes: usize,
+    with_request_timeout => request_timeout: Duration,
+    with_secret => secret: Option<SecretString>,
+    with_http => http: HttpOptions,
+    with_metrics => metrics: Option<MetricsRender>,
+});

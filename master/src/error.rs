@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use distribution_shared::wire::ErrorBody;
 
 use crate::registry::RegistryError;
+use crate::watch::WatchError;
 
 /// An HTTP API error: a status and a message for the client.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,19 @@ impl From<RegistryError> for ApiError {
         let status = match err {
             RegistryError::UnknownNode(_) => StatusCode::NOT_FOUND,
             RegistryError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self {
+            status,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<WatchError> for ApiError {
+    fn from(err: WatchError) -> Self {
+        let status = match err {
+            WatchError::BadIndex(_) | WatchError::BadWait(_) => StatusCode::BAD_REQUEST,
+            WatchError::TooManyWaiting => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self {
             status,

@@ -19,7 +19,6 @@
 //! backoff, per-IP limit, bounded TLS handshake); `axum::serve` offers none of these knobs,
 //! hence hyper-util under it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +39,7 @@ use tracing::{debug, warn};
 
 /// Limits and TLS of the master's HTTP server.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpOptions {
     /// Connections served at once. Default 4096.
     pub max_connections: usize,
@@ -153,5 +153,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// The peer address type handlers extract.
-pub type Peer = ConnectInfo<SocketAddr>;
+// `HttpOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(HttpOptions {
+    with_max_connections => max_connections: usize,
+    with_max_connections_per_ip => max_connections_per_ip: usize,
+    with_idle_timeout => idle_timeout: Duration,
+    with_header_read_timeout => header_read_timeout: Duration,
+    with_drain_timeout => drain_timeout: Duration,
+    with_tls => tls: Option<Arc<rustls::ServerConfig>>,
+});

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::registry::Registry;
 
 /// Runs the reaper until `shutdown` is cancelled.
-pub async fn run_reaper(registry: Registry, shutdown: CancellationToken) {
+pub(crate) async fn run_reaper(registry: Registry, shutdown: CancellationToken) {
     let period = (registry.interval() / 4).max(std::time::Duration::from_millis(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

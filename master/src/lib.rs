@@ -12,43 +12,45 @@
 //!                                                └────────────────────────────────┘
 //! ```
 //!
-//! How the pieces fit:
-//! - [`registry`] holds the nodes, their leases and load; it publishes a [`Membership`] snapshot
-//!   at every change.
-//! - [`lease`] evicts nodes whose heartbeats stopped for the TTL.
-//! - [`api`] is the HTTP API nodes talk to (`/v1/nodes`), with [`error`] mapping refusals to 4xx;
-//!   [`watch`] makes `GET /v1/nodes?index=N&wait=30s` a blocking query that answers on a change.
-//! - [`router`] turns a membership feed into least-used, failover-safe tarpc calls:
-//!   [`Router::call`] (sync), [`Router::spawn`] (async, a [`CallHandle`]), [`Router::scatter`].
+//! How the pieces fit (folders and modules a newcomer looks for):
+//! - [`registry`] holds the nodes, their leases and load; it publishes a membership snapshot at
+//!   every change (`registry/publish.rs` coalesces them for large clusters).
+//! - `lease` is the reaper that evicts nodes whose heartbeats stopped for the TTL.
+//! - [`api`] is the HTTP API nodes and callers talk to (`/v1/nodes`, `/v1/events`), with
+//!   [`error`] mapping refusals to 4xx/5xx; `watch` (blocking queries,
+//!   `GET /v1/nodes?index=N&wait=30s`) and `sse` (the event stream) hold no HTTP types of
+//!   their own beyond the handlers.
 //! - [`events`] is the change feed: every join, leave, eviction, replacement, late and back, with
-//!   the registry's index, in a bounded history; [`sse`] serves it as `GET /v1/events`.
-//! - [`status`] is the live status page the master serves at `GET /`.
-//! - [`observe`] names the metrics the master and the routers record (through `metrics`).
-//! - [`server`] ties them together in a [`Master`] running on an already-bound listener.
-//! - [`remote`] gives any other process the same [`Router`], fed by a blocking query on a
-//!   master's node list: [`remote::connect`].
-//! - [`blocking`] wraps a router for synchronous code (no runtime to create): each call blocks
-//!   the calling thread, as the Go original's `Call` did: [`blocking::BlockingRouter`].
+//!   the registry's index, in a bounded history ([`events::HISTORY`]).
+//! - `status` is the live status page served at `GET /`; [`observe`] names the master's metrics.
+//! - [`http`] is the HTTP server with its limits (over the cluster's one accept loop,
+//!   `distribution_shared::listener::Acceptor`); the demo's gateway runs on it too.
+//! - [`Master`] ties them together on an already-bound listener; [`Master::router`] gives
+//!   in-process application code a `distribution_client::CallRouter` fed by this registry.
 //! - `cli` (feature `cli`, on by default): the command line of a master process, shared by the
 //!   standalone `distribution-master` program (registry, API, events, status page, metrics; no
 //!   gateway: the nodes run your own services) and `distribution-demo master`.
+//!
+//! The router, the remote follower and the blocking router live in the caller's crate,
+//! `distribution-client`, so that callers need not build this server.
 
 pub mod api;
-pub mod auth;
+mod auth;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
-pub mod lease;
+mod lease;
 pub mod observe;
 pub mod registry;
-pub mod server;
-pub mod sse;
-pub mod status;
-pub mod watch;
+mod server;
+mod sse;
+mod status;
+mod watch;
 
-pub use config::MasterConfig;
-pub use registry::Registry;
+pub use config::{MasterConfig, MetricsRender};
+pub use http::HttpOptions;
+pub use registry::{Registration, Registry, RegistryError};
 pub use server::Master;

@@ -12,7 +12,7 @@ use crate::auth::{self, Secret};
 use crate::config::MasterConfig;
 use crate::registry::Registry;
 use crate::{api, events, http, lease};
-use distribution_client::{Router, RouterConfig};
+use distribution_client::{CallRouter, RouterConfig};
 use distribution_shared::wire::MembershipEvent;
 use futures::{Stream, StreamExt};
 
@@ -46,7 +46,7 @@ impl Master {
         let shutdown = CancellationToken::new();
         tokio::spawn(lease::run_reaper(registry.clone(), shutdown.clone()));
         tokio::spawn(registry.clone().run_publisher(shutdown.clone()));
-        let mut app = api::routes_until(registry.clone(), &config, shutdown.clone());
+        let mut app = api::routes(registry.clone(), &config, shutdown.clone());
         match &config.secret {
             Some(secret) => {
                 app = app.layer(axum::middleware::from_fn_with_state(
@@ -109,18 +109,18 @@ impl Master {
     }
 
     /// A router over this master's nodes with the default [`RouterConfig`].
-    pub fn router<C: ServiceClient>(&self) -> Router<C> {
+    pub fn router<C: ServiceClient>(&self) -> CallRouter<C> {
         self.router_with(RouterConfig::default())
     }
 
     /// A router over this master's nodes with `config`. When `config` has no
     /// [`secret`](RouterConfig::secret), the router uses the master's own
     /// ([`MasterConfig::secret`]): nodes that joined with it require it of every caller.
-    pub fn router_with<C: ServiceClient>(&self, mut config: RouterConfig) -> Router<C> {
+    pub fn router_with<C: ServiceClient>(&self, mut config: RouterConfig) -> CallRouter<C> {
         if config.secret.is_none() {
             config.secret = self.secret.clone();
         }
-        Router::new(self.registry.subscribe(), config)
+        CallRouter::new(self.registry.subscribe(), config)
     }
 
     /// Stops the API and the reaper, and waits for the server to finish its open requests.

@@ -32,7 +32,7 @@ use crate::observe;
 use crate::registry::Registry;
 
 /// The most clients following `/v1/events` at once.
-pub const MAX_SUBSCRIBERS: usize = 1024;
+pub(crate) const MAX_SUBSCRIBERS: usize = 1024;
 
 /// What the events route needs: the registry, the shutdown token, the subscriber slots.
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 /// The page.
-pub const PAGE: &str = include_str!("status.html");
+pub(crate) const PAGE: &str = include_str!("status.html");
 
 /// `GET /`.
 pub(crate) async fn page() -> impl IntoResponse {

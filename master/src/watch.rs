@@ -20,37 +20,52 @@
 //!
 //! `wait` is an integer with a unit: `500ms`, `30s`, `2m`, `1h` (`0s`: answer at once). Anything
 //! else is a `400`.
+//!
+//! This module knows nothing of HTTP: it refuses with a [`WatchError`], and `crate::error` says
+//! which status each refusal is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
 use crate::registry::Registry;
 use distribution_client::membership::Membership;
 
 /// How long a blocking query waits when it names no `wait`: 5 minutes (Consul's default).
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 
 /// The longest a blocking query waits, whatever it asks: 10 minutes (Consul's cap).
-pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
 
 /// How many blocking queries may wait at once: 10,000. Each costs a task and a watch receiver;
 /// the limit bounds what a misbehaving caller can pin. It is separate from the connection limit
 /// (4096 by default) because HTTP/2 carries many queries on one connection.
-pub const MAX_WAITERS: usize = 10_000;
+pub(crate) const MAX_WAITERS: usize = 10_000;
+
+/// Why a blocking query was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WatchError {
+    /// `index` is not a non-negative integer (the text, cut to 40 characters).
+    #[error("index must be a non-negative integer, got {0:?}")]
+    BadIndex(String),
+    /// `wait` is not an integer with a unit.
+    #[error(transparent)]
+    BadWait(#[from] WaitParseError),
+    /// [`MAX_WAITERS`] queries wait already.
+    #[error("too many blocking queries are waiting; retry later")]
+    TooManyWaiting,
+}
 
 /// Why a `wait` parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("wait must be an integer with a unit (ms, s, m or h), such as 500ms or 30s; got {0:?}")]
-pub struct WaitParseError(pub String);
+pub(crate) struct WaitParseError(pub String);
 
 /// Parses a `wait` such as `500ms`, `30s`, `2m` or `1h`. Values beyond [`MAX_WAIT`] are capped.
-pub fn parse_wait(raw: &str) -> Result<Duration, WaitParseError> {
+pub(crate) fn parse_wait(raw: &str) -> Result<Duration, WaitParseError> {
     let bad = || WaitParseError(raw.chars().take(40).collect());
     let digits = raw.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = raw.split_at(digits);
@@ -71,7 +86,7 @@ pub fn parse_wait(raw: &str) -> Result<Duration, WaitParseError> {
 
 /// A blocking query: answer when the registry's index differs from `index`, or after `wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockingQuery {
+pub(crate) struct BlockingQuery {
     /// The index the caller already has.
     pub index: u64,
     /// How long to wait for a change, at most [`MAX_WAIT`].
@@ -81,21 +96,20 @@ pub struct BlockingQuery {
 impl BlockingQuery {
     /// Reads the `index` and `wait` query parameters. `None` when there is no `index`: the
     /// request is an ordinary read, answered at once.
-    pub fn from_params(index: Option<&str>, wait: Option<&str>) -> Result<Option<Self>, ApiError> {
+    pub(crate) fn from_params(
+        index: Option<&str>,
+        wait: Option<&str>,
+    ) -> Result<Option<Self>, WatchError> {
         let Some(index) = index else {
             return Ok(None);
         };
-        let index: u64 = index.trim().parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "index must be a non-negative integer, got {:?}",
-                index.chars().take(40).collect::<String>()
-            ))
-        })?;
+        let index: u64 = index
+            .trim()
+            .parse()
+            .map_err(|_| WatchError::BadIndex(index.chars().take(40).collect()))?;
         let wait = match wait {
             None => DEFAULT_WAIT,
-            Some(raw) => {
-                parse_wait(raw.trim()).map_err(|e| ApiError::bad_request(e.to_string()))?
-            }
+            Some(raw) => parse_wait(raw.trim())?,
         };
         Ok(Some(Self { index, wait }))
     }
@@ -103,7 +117,7 @@ impl BlockingQuery {
 
 /// Waits until `membership`'s index differs from `index`, for at most `wait`, or until
 /// `shutdown` is cancelled. Returns whether the index changed (`false`: timed out or shut down).
-pub async fn wait_for_change(
+pub(crate) async fn wait_for_change(
     mut membership: watch::Receiver<Membership>,
     index: u64,
     wait: Duration,
@@ -119,7 +133,7 @@ pub async fn wait_for_change(
 /// What the list handler needs to run blocking queries: the master's shutdown signal and the
 /// limit on waiting queries. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Watchers {
+pub(crate) struct Watchers {
     shutdown: CancellationToken,
     slots: Arc<Semaphore>,
     max: usize,
@@ -127,12 +141,12 @@ pub struct Watchers {
 
 impl Watchers {
     /// Blocking queries that end when `shutdown` is cancelled, at most [`MAX_WAITERS`] at once.
-    pub fn new(shutdown: CancellationToken) -> Self {
+    pub(crate) fn new(shutdown: CancellationToken) -> Self {
         Self::with_limit(shutdown, MAX_WAITERS)
     }
 
     /// [`Watchers::new`] with another limit.
-    pub fn with_limit(shutdown: CancellationToken, max_waiters: usize) -> Self {
+    pub(crate) fn with_limit(shutdown: CancellationToken, max_waiters: usize) -> Self {
         Self {
             shutdown,
             slots: Arc::new(Semaphore::new(max_waiters)),
@@ -143,16 +157,17 @@ impl Watchers {
     /// Runs `query` against `registry`: returns when the index differs from the query's, when
     /// the wait (plus jitter) is over, or when the master shuts down. `503` when too many queries
     /// wait already.
-    pub async fn wait(&self, registry: &Registry, query: BlockingQuery) -> Result<(), ApiError> {
+    pub(crate) async fn wait(
+        &self,
+        registry: &Registry,
+        query: BlockingQuery,
+    ) -> Result<(), WatchError> {
         let membership = registry.subscribe();
         if membership.borrow().index != query.index || query.wait.is_zero() {
             return Ok(());
         }
         let Ok(slot) = self.slots.try_acquire() else {
-            return Err(ApiError {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: "too many blocking queries are waiting; retry later".into(),
-            });
+            return Err(WatchError::TooManyWaiting);
         };
         self.count_waiting();
         let wait = query.wait + jitter(query.wait);
@@ -254,7 +269,10 @@ mod tests {
             ("1", Some("1y")),
         ] {
             let err = BlockingQuery::from_params(Some(index), wait).unwrap_err();
-            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(
+                matches!(err, WatchError::BadIndex(_) | WatchError::BadWait(_)),
+                "{err:?}"
+            );
         }
     }
 
@@ -355,7 +373,7 @@ mod tests {
         .await
         .unwrap();
         let err = watchers.wait(&r, query).await.unwrap_err();
-        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err, WatchError::TooManyWaiting);
         join(&r, "a", 1);
         tokio::time::timeout(Duration::from_secs(5), first)
             .await

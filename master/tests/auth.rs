@@ -12,10 +12,8 @@ const SECRET: &str = "correct horse battery staple";
 
 async fn guarded_master() -> (Master, String) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = MasterConfig {
-        secret: Some(SECRET.into()),
-        ..MasterConfig::with_interval(Duration::from_secs(1))
-    };
+    let config =
+        MasterConfig::with_interval(Duration::from_secs(1)).with_secret(Some(SECRET.into()));
     let master = Master::start(listener, config).unwrap();
     let base = format!("http://{}", master.local_addr());
     (master, base)

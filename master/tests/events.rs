@@ -140,10 +140,8 @@ async fn a_reader_beyond_the_bounded_history_is_told_it_lost_events() {
 
 #[tokio::test]
 async fn the_events_need_the_cluster_secret() {
-    let config = MasterConfig {
-        secret: Some("s3cret".into()),
-        ..MasterConfig::with_interval(Duration::from_secs(30))
-    };
+    let config =
+        MasterConfig::with_interval(Duration::from_secs(30)).with_secret(Some("s3cret".into()));
     let master = master(config).await;
     let url = format!("http://{}/v1/events", master.local_addr());
     let refused = reqwest::get(&url).await.unwrap();
@@ -200,11 +198,9 @@ async fn master_events_stream_tells_late_back_and_eviction_with_reasons() {
 async fn remote_events_follow_a_master_and_resume_across_its_restart() {
     let first = master(MasterConfig::with_interval(Duration::from_secs(30))).await;
     let addr = first.local_addr();
-    let config = RemoteConfig {
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        ..RemoteConfig::default()
-    };
+    let config = RemoteConfig::default()
+        .with_retry_base(Duration::from_millis(20))
+        .with_retry_max(Duration::from_millis(200));
     let mut events = Box::pin(remote::events(&addr.to_string(), &config).unwrap());
     // The stream connects in the background: send joins until the first one arrives.
     let mut port = 1;

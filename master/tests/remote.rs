@@ -88,13 +88,11 @@ async fn wait_for_ids(feed: &mut watch::Receiver<Membership>, want: &[&str]) -> 
 }
 
 fn fast_config() -> RemoteConfig {
-    RemoteConfig {
-        load_refresh: Duration::from_millis(200),
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        restart_grace: Duration::from_millis(300),
-        ..RemoteConfig::default()
-    }
+    RemoteConfig::default()
+        .with_load_refresh(Duration::from_millis(200))
+        .with_retry_base(Duration::from_millis(20))
+        .with_retry_max(Duration::from_millis(100))
+        .with_restart_grace(Duration::from_millis(300))
 }
 
 #[tokio::test]
@@ -167,10 +165,7 @@ async fn bad_index_or_wait_gets_a_400_with_a_json_message() {
 
 #[tokio::test]
 async fn blocking_query_outlives_the_request_timeout() {
-    let config = MasterConfig {
-        request_timeout: Duration::from_millis(100),
-        ..MasterConfig::default()
-    };
+    let config = MasterConfig::default().with_request_timeout(Duration::from_millis(100));
     let master = master_on("127.0.0.1:0", config).await;
     let url = format!("http://{}/v1/nodes?index=0&wait=500ms", master.local_addr());
     let started = Instant::now();
@@ -275,10 +270,7 @@ async fn feed_keeps_its_view_while_the_master_is_down_and_converges_after_a_rest
 
 #[tokio::test]
 async fn feed_sends_the_cluster_secret() {
-    let config = MasterConfig {
-        secret: Some("s3cret".into()),
-        ..MasterConfig::default()
-    };
+    let config = MasterConfig::default().with_secret(Some("s3cret".into()));
     let master = master_on("127.0.0.1:0", config).await;
     join(master.registry(), "a", 1);
     let addr = master.local_addr().to_string();
@@ -287,10 +279,7 @@ async fn feed_sends_the_cluster_secret() {
         matches!(err, ConnectError::Refused { status, .. } if status == StatusCode::UNAUTHORIZED),
         "{err}"
     );
-    let with_secret = RemoteConfig {
-        secret: Some("s3cret".into()),
-        ..fast_config()
-    };
+    let with_secret = fast_config().with_secret(Some("s3cret".into()));
     let feed = remote::follow(&addr, &with_secret).await.unwrap();
     assert_eq!(feed.borrow().members.len(), 1);
     master.shutdown().await;

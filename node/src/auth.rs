@@ -12,10 +12,11 @@
 //! restricts callers; with both, both apply.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distribution_shared::handshake::{self, HANDSHAKE_TIMEOUT, Key};
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
@@ -76,7 +77,7 @@ impl Gate {
         total: u64,
         now: Instant,
     ) {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.lock();
         log.unreported += 1;
         if log
             .last_line
@@ -128,17 +129,13 @@ mod tests {
         let err = handshake::HandshakeError::BadProof;
         let t0 = Instant::now();
         gate.log_refusal(peer, &err, 1, t0);
-        assert_eq!(
-            gate.log.lock().unwrap().unreported,
-            0,
-            "the first is logged"
-        );
+        assert_eq!(gate.log.lock().unreported, 0, "the first is logged");
         for i in 0..10 {
             gate.log_refusal(peer, &err, 2 + i, t0 + Duration::from_millis(100 * i));
         }
-        assert_eq!(gate.log.lock().unwrap().unreported, 10, "held back");
+        assert_eq!(gate.log.lock().unreported, 10, "held back");
         gate.log_refusal(peer, &err, 12, t0 + LOG_EVERY);
-        let log = gate.log.lock().unwrap();
+        let log = gate.log.lock();
         assert_eq!(log.unreported, 0, "reported with the next line");
         assert_eq!(log.last_line, Some(t0 + LOG_EVERY));
     }

@@ -18,6 +18,7 @@ pub struct NodeTls {
 
 /// How a node runs. Build it with [`NodeConfig::new`] and adjust the public fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// The master's registry API: `host:port` or `http://host:port`.
     pub master: String,
@@ -110,6 +111,26 @@ impl NodeConfig {
         }
     }
 }
+
+// `NodeConfig` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(NodeConfig {
+    with_master => master: String,
+    with_id => id: Option<String>,
+    with_advertise => advertise: Option<String>,
+    with_capacity => capacity: u32,
+    with_max_frame_len => max_frame_len: usize,
+    with_drain_timeout => drain_timeout: Duration,
+    with_master_timeout => master_timeout: Duration,
+    with_heartbeat_interval => heartbeat_interval: Duration,
+    with_max_connections => max_connections: usize,
+    with_max_connections_per_ip => max_connections_per_ip: usize,
+    with_idle_timeout => idle_timeout: Duration,
+    with_max_calls_per_connection => max_calls_per_connection: Option<usize>,
+    with_cpu_threads => cpu_threads: usize,
+    with_tls => tls: Option<NodeTls>,
+    with_secret => secret: Option<SecretString>,
+});
 
 #[cfg(test)]
 mod tests {

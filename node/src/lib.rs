@@ -21,6 +21,8 @@
 //! - [`observe`]: the node's metrics (through the `metrics` facade);
 //! - [`master_client`]: the master's registry API, through the shared `registry_client` (one
 //!   address parser and one error type with the remote callers);
+//! - [`StartError`]: why a node did not start (the master's address, or its own listener or
+//!   thread: never a status the master did not send);
 //! - [`shutdown`]: SIGTERM and Ctrl-C.
 //!
 //! ```no_run
@@ -42,6 +44,7 @@ mod heartbeat;
 mod lifecycle;
 
 pub mod config;
+mod error;
 pub mod load;
 pub mod master_client;
 pub mod observe;
@@ -51,6 +54,7 @@ pub mod work;
 
 pub use config::{NodeConfig, NodeTls};
 pub use distribution_shared::tarpc;
+pub use error::StartError;
 pub use load::{AT_CAPACITY, Load};
 pub use master_client::MasterError;
 pub use server::{NodeHandle, start};

@@ -43,10 +43,11 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
 use crate::connection::{ConnectionLimits, Handover, serve_connection};
+use crate::error::StartError;
 use crate::heartbeat;
 use crate::lifecycle::{self, Ended};
 use crate::load::{Counted, Load};
-use crate::master_client::{MasterClient, MasterError, RegistrySettings};
+use crate::master_client::{MasterClient, RegistrySettings};
 
 /// How long a caller may take to complete the TLS handshake (and, separately, the cluster
 /// handshake when the node has a secret: see [`crate::auth`]).
@@ -127,7 +128,7 @@ pub fn start<Req, Resp, F, Fut>(
     listener: TcpListener,
     config: NodeConfig,
     handler: F,
-) -> Result<NodeHandle, MasterError>
+) -> Result<NodeHandle, StartError>
 where
     Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
     Resp: Serialize + Send + 'static,
@@ -197,11 +198,8 @@ where
 }
 
 /// An error of the node's own making (no request reached the master).
-fn local_error(what: &str, err: std::io::Error) -> MasterError {
-    MasterError::Refused {
-        status: reqwest::StatusCode::INTERNAL_SERVER_ERROR,
-        message: format!("{what}: {err}"),
-    }
+fn local_error(what: &'static str, source: std::io::Error) -> StartError {
+    StartError::Local { what, source }
 }
 
 /// `listener`, registered with `runtime` instead of the caller's.

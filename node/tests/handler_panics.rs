@@ -44,10 +44,9 @@ async fn a_panicking_handler_answers_remote_at_once_and_the_node_serves_on() {
     let node = distribution_node::start(listener, config, handler!(FragileServer.serve())).unwrap();
     assert!(node.wait_registered(Duration::from_secs(10)).await);
     // A long deadline, so that "at once" cannot be a deadline passing.
-    let router = master.router_with::<FragileClient>(RouterConfig {
-        deadline: Duration::from_secs(30),
-        ..RouterConfig::default()
-    });
+    let router = master.router_with::<FragileClient>(
+        RouterConfig::default().with_deadline(Duration::from_secs(30)),
+    );
     assert!(router.wait_for_nodes(1, Duration::from_secs(5)).await);
 
     for round in 0..3 {

@@ -124,11 +124,11 @@ async fn one_peer_ip_holds_at_most_its_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_drops_an_unused_connection_before_the_node_closes_it() {
     let (master, _node) = cluster(64).await;
-    let router = master.router_with::<SleepyClient>(RouterConfig {
-        idle_close: IDLE / 2,
-        attempts: 1,
-        ..RouterConfig::default()
-    });
+    let router = master.router_with::<SleepyClient>(
+        RouterConfig::default()
+            .with_idle_close(IDLE / 2)
+            .with_attempts(1),
+    );
     assert!(router.wait_for_nodes(1, Duration::from_secs(5)).await);
     for round in 0..3 {
         let reply = router

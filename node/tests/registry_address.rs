@@ -2,7 +2,7 @@
 //! client): given the same wrong address they refuse it up front, with the same error.
 
 use distribution_client::remote::{self, ConnectError, RemoteConfig};
-use distribution_node::{MasterError, NodeConfig, handler};
+use distribution_node::{MasterError, NodeConfig, StartError, handler};
 use tarpc::context;
 use tokio::net::TcpListener;
 
@@ -36,9 +36,9 @@ async fn a_node_and_a_remote_caller_refuse_the_same_bad_address_alike() {
         .err()
         .expect("the event stream accepted the address");
     let (
-        MasterError::BadAddress {
+        StartError::Master(MasterError::BadAddress {
             problem: from_node, ..
-        },
+        }),
         ConnectError::InvalidAddress {
             problem: from_remote,
             ..

@@ -5,9 +5,6 @@
 
 use std::time::Duration;
 
-/// The port the master's registry HTTP API listens on (the Go original used `:3000`).
-pub const MASTER_PORT: u16 = 3000;
-
 /// How often a node renews its lease. The master tells each node this value when it registers.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 

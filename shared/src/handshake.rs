@@ -110,6 +110,7 @@ impl Key {
 
 /// Why a handshake failed. The messages never contain the secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandshakeError {
     /// The connection failed or closed during the handshake.
     #[error("connection lost during the cluster handshake: {0}")]

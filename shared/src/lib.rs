@@ -21,6 +21,7 @@
 //!   API, used by the nodes (register, heartbeat, leave) and the callers (node list, events),
 //!   so both parse a master's address the same way;
 //! - [`backoff`]: the one exponential backoff of the retry loops;
+//! - [`setters`]: `with_setters!`, the `with_…` builders of the `#[non_exhaustive]` configs;
 //! - [`shutdown`]: the wait for SIGTERM or Ctrl-C that stops a node or a master gracefully.
 //!
 //! `master/` and `node/` both depend on this crate and never on each other.
@@ -33,6 +34,7 @@ pub mod listener;
 pub mod registry_client;
 pub mod resolve;
 pub mod service;
+pub mod setters;
 pub mod shutdown;
 pub mod stream;
 pub mod tls;

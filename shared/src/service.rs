@@ -8,7 +8,7 @@
 //!   held in an `Arc`, so that a call retried on another node re-sends the *same* request without
 //!   needing `Clone` on it (tarpc's generated request enums do not derive `Clone`). serde
 //!   encodes an `Arc<T>` exactly as a `T` (its `rc` feature), so the node sees ordinary requests;
-//! - hand the closures of `Router::call` the generated client over that channel
+//! - hand the closures of `CallRouter::call` the generated client over that channel
 //!   ([`ServiceClient::OnNode`], e.g. `CalcClient<NodeChannel<CalcRequest, CalcResponse>>`), whose
 //!   methods are the ones the user wrote;
 //! - implement [`Stub`] itself for `Req`/`Resp`, so that `CalcClient::from(router.stub())` is a
@@ -41,7 +41,7 @@ pub trait ServiceClient: Clone + Send + Sync + 'static {
     type Request: RequestName + Serialize + Send + Sync + 'static;
     /// The service's response type (`CalcResponse` for `trait Calc`).
     type Response: DeserializeOwned + Send + 'static;
-    /// This client over a routed node connection: what the closures of `Router::call` receive.
+    /// This client over a routed node connection: what the closures of `CallRouter::call` receive.
     type OnNode: Clone + Send + Sync + 'static;
 
     /// The client over `channel`.

@@ -21,6 +21,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why TLS settings could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("cannot read {path}: {reason}")]

@@ -56,6 +56,7 @@ pub struct Heartbeat {
 /// Whether a registered node is renewing its lease on time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NodeState {
     /// Its last heartbeat came within one and a half intervals.
     Up,
@@ -94,6 +95,7 @@ pub struct NodeList {
 /// What happened to a node, in a [`MembershipEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// It registered.
     Join,

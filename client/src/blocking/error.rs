@@ -7,6 +7,7 @@ use crate::router::{CallError, ScatterError};
 
 /// Why a [`BlockingRouter`](super::BlockingRouter) call, connect or wait gave no reply.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BlockingError {
     /// The call failed: the same error the async router returns.
     #[error(transparent)]
@@ -19,10 +20,10 @@ pub enum BlockingError {
     Connect(#[from] ConnectError),
     /// A blocking method was called from a thread that runs a tokio runtime (inside `async`
     /// code, `Runtime::block_on` or `spawn_blocking`), where blocking would stall or deadlock
-    /// that runtime. Use the async [`Router`](crate::Router) there (`.await` its calls).
+    /// that runtime. Use the async [`CallRouter`](crate::CallRouter) there (`.await` its calls).
     #[error(
         "blocking call made inside a tokio runtime, where blocking could deadlock it: \
-         use the async Router (router.call(..).await) in async code"
+         use the async CallRouter (router.call(..).await) in async code"
     )]
     InsideRuntime,
     /// The runtime behind the blocking router could not be started (the OS refused a thread).

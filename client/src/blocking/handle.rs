@@ -9,7 +9,7 @@ use super::{BlockingError, Driver};
 use crate::router::{CallHandle, Reply};
 
 /// The pending reply of a call started with
-/// [`BlockingRouter::spawn`](super::BlockingRouter::spawn).
+/// [`BlockingRouter::submit`](super::BlockingRouter::submit).
 ///
 /// [`wait`](Self::wait) blocks until the reply (or the call's deadline);
 /// [`wait_timeout`](Self::wait_timeout) blocks at most a given time and leaves the call running

@@ -2,7 +2,7 @@
 //! and programs that are not async (command-line tools, thread-pool or rayon jobs, scripts,
 //! synchronous applications) want the same without creating a tokio runtime themselves.
 //!
-//! A [`BlockingRouter<C>`] is a thin layer over the async [`Router<C>`], in the style of
+//! A [`BlockingRouter<C>`] is a thin layer over the async [`CallRouter<C>`], in the style of
 //! `reqwest::blocking`: no routing logic of its own, the same [`Reply`], [`CallError`],
 //! [`CallOptions`] and [`ScatterOptions`]. It owns a small multi-threaded tokio runtime whose
 //! threads are named [`THREAD_NAME`]; they drive the connections, the timers and the remote
@@ -12,7 +12,7 @@
 //! ```text
 //!   thread 1 ── call() ───┐
 //!   thread 2 ── call() ───┼──▶ block_on(router.call(..)): the call's future runs here,
-//!   thread N ── spawn() ──┘    on the calling thread, and wakes it when the reply is in
+//!   thread N ── submit() ─┘    on the calling thread, and wakes it when the reply is in
 //!      wait() ◀── BlockingCallHandle                  │
 //!                                                     ▼
 //!   ┌─ runtime: 2 threads named "dist-blocking" ─────────────────────┐
@@ -45,7 +45,7 @@ use tarpc::context::Context;
 use tokio::runtime::{Handle, Runtime};
 
 use crate::remote::{self, RemoteConfig};
-use crate::router::{CallError, CallOptions, NodeStats, Reply, Router, RouterConfig};
+use crate::router::{CallError, CallOptions, CallRouter, NodeStats, Reply, RouterConfig};
 use crate::router::{ScatterError, ScatterOptions};
 pub use error::BlockingError;
 pub use handle::BlockingCallHandle;
@@ -81,7 +81,7 @@ pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// # Ok(()) }
 /// ```
 pub struct BlockingRouter<C: ServiceClient> {
-    router: Router<C>,
+    router: CallRouter<C>,
     driver: Arc<Driver>,
 }
 
@@ -139,13 +139,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     /// Follows the master at `master` (see [`remote::connect`]) and routes calls to its nodes;
     /// returns once the master's first node list has arrived.
     pub fn connect(master: &str, config: RouterConfig) -> Result<Self, BlockingError> {
-        Self::connect_with(
-            master,
-            RemoteConfig {
-                router: config,
-                ..RemoteConfig::default()
-            },
-        )
+        Self::connect_with(master, RemoteConfig::default().with_router(config))
     }
 
     /// [`BlockingRouter::connect`] with every setting (see [`remote::connect_with`]).
@@ -172,7 +166,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     /// A blocking view of `router`, which runs on the runtime of `runtime` (no second runtime).
     /// That runtime must be multi-threaded: a current-thread runtime drives its connections
     /// and timers only while its own thread is inside `Runtime::block_on`.
-    pub fn from_async(router: Router<C>, runtime: Handle) -> Self {
+    pub fn from_async(router: CallRouter<C>, runtime: Handle) -> Self {
         Self {
             router,
             driver: Arc::new(Driver {
@@ -183,7 +177,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     }
 
     /// The async router underneath, for async code sharing this router's connections.
-    pub fn as_async(&self) -> &Router<C> {
+    pub fn as_async(&self) -> &CallRouter<C> {
         &self.router
     }
 
@@ -212,7 +206,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     pub fn wait_for_nodes(&self, n: usize, timeout: Duration) -> Result<bool, BlockingError> {
         let end = tokio::time::Instant::now() + timeout;
         self.driver.block_on(async {
-            // `Router::wait_for_nodes` answers from the membership feed, which the router's
+            // `CallRouter::wait_for_nodes` answers from the membership feed, which the router's
             // follower task applies a moment later: wait for the router's own view too.
             self.router.wait_for_nodes(n, timeout).await;
             while self.router.len() < n && tokio::time::Instant::now() < end {
@@ -223,7 +217,7 @@ impl<C: ServiceClient> BlockingRouter<C> {
     }
 
     /// Calls the least-used node and blocks until the reply or the router's default deadline
-    /// (Go: `Call`). `f` is the same closure as for [`Router::call`]; it may run more than once
+    /// (Go: `Call`). `f` is the same closure as for [`CallRouter::call`]; it may run more than once
     /// (on different nodes) when connections fail.
     pub fn call<T, F, Fut>(&self, f: F) -> Result<Reply<T>, BlockingError>
     where
@@ -252,17 +246,17 @@ impl<C: ServiceClient> BlockingRouter<C> {
     /// [`wait`](BlockingCallHandle::wait) blocks for the reply (Go: `Waiter`). Dropping the
     /// handle cancels the call. Starting a call never blocks, so this works inside a runtime
     /// too (only waiting does not).
-    pub fn spawn<T, F, Fut>(&self, f: F) -> BlockingCallHandle<T>
+    pub fn submit<T, F, Fut>(&self, f: F) -> BlockingCallHandle<T>
     where
         T: Send + 'static,
         F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
-        self.spawn_with(CallOptions::default(), f)
+        self.submit_with(CallOptions::default(), f)
     }
 
-    /// [`BlockingRouter::spawn`] with per-call options.
-    pub fn spawn_with<T, F, Fut>(&self, options: CallOptions, f: F) -> BlockingCallHandle<T>
+    /// [`BlockingRouter::submit`] with per-call options.
+    pub fn submit_with<T, F, Fut>(&self, options: CallOptions, f: F) -> BlockingCallHandle<T>
     where
         T: Send + 'static,
         F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
@@ -270,11 +264,11 @@ impl<C: ServiceClient> BlockingRouter<C> {
     {
         // The async router spawns on the current runtime: make it this router's.
         let _runtime = self.driver.handle.enter();
-        BlockingCallHandle::new(self.router.spawn_with(options, f), self.driver.clone())
+        BlockingCallHandle::new(self.router.submit_with(options, f), self.driver.clone())
     }
 
     /// Runs `f` for every item over the nodes, at most `options.concurrency` at once, and blocks
-    /// until every reply is in; returns them in the items' order (see [`Router::scatter`]).
+    /// until every reply is in; returns them in the items' order (see [`CallRouter::scatter`]).
     pub fn scatter<I, T, F, Fut>(
         &self,
         items: Vec<I>,

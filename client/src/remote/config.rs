@@ -15,8 +15,9 @@ use crate::router::RouterConfig;
 /// How a remote caller follows the master. `RemoteConfig::default()` gives the documented
 /// defaults.
 // Not `#[non_exhaustive]` yet: callers across the workspace (examples, bench, the master's
-// tests) build it with `RemoteConfig { .., ..RemoteConfig::default() }`, which that would forbid.
+// tests) build it with ``, which that would forbid.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RemoteConfig {
     /// How the router calls the nodes.
     pub router: RouterConfig,
@@ -96,3 +97,18 @@ impl Default for RemoteConfig {
         }
     }
 }
+
+// `RemoteConfig` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(RemoteConfig {
+    with_router => router: RouterConfig,
+    with_load_refresh => load_refresh: Duration,
+    with_first_answer_timeout => first_answer_timeout: Duration,
+    with_request_timeout => request_timeout: Duration,
+    with_retry_base => retry_base: Duration,
+    with_retry_max => retry_max: Duration,
+    with_restart_grace => restart_grace: Duration,
+    with_max_list_bytes => max_list_bytes: usize,
+    with_secret => secret: Option<SecretString>,
+    with_master_tls => master_tls: Option<Arc<rustls::ClientConfig>>,
+});

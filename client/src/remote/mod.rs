@@ -1,4 +1,4 @@
-//! Remote callers: a [`Router`] in any process (a web service, a batch job on another machine),
+//! Remote callers: a [`CallRouter`] in any process (a web service, a batch job on another machine),
 //! fed by a blocking query on a master's node list. The master stays out of the data path: the
 //! caller dials the nodes itself, one connection per node, exactly as the in-process router does.
 //!
@@ -9,7 +9,7 @@
 //!   │ your code                  │                        │                          │
 //!   │    │                       │ ─────────────────────▶ │ api ──▶ registry         │
 //!   │    ▼       membership      │                        │   answers on a change,   │
-//!   │  Router ◀───────── watcher │ ◀───────────────────── │   or after the wait      │
+//!   │  CallRouter ◀───────── watcher │ ◀───────────────────── │   or after the wait      │
 //!   │    │                       │   node list + loads    │                          │
 //!   └────┼───────────────────────┘                        └────────────▲─────────────┘
 //!        │ tarpc calls, one connection per node                        │ register,
@@ -21,7 +21,7 @@
 //!
 //! [`connect`] fetches the node list once (so calls right after it find the nodes), then spawns a
 //! watcher task that keeps one blocking query open (the master's `watch` module) and publishes each new node
-//! set into the `tokio::sync::watch` channel that the [`Router`] follows.
+//! set into the `tokio::sync::watch` channel that the [`CallRouter`] follows.
 //!
 //! # Load figures
 //!
@@ -84,7 +84,7 @@ use distribution_shared::ServiceClient;
 use tokio::sync::watch;
 
 use crate::membership::Membership;
-use crate::router::{Router, RouterConfig};
+use crate::router::{CallRouter, RouterConfig};
 pub use config::RemoteConfig;
 pub use error::ConnectError;
 pub use events::{events, events_after};
@@ -108,25 +108,18 @@ use follower::spawn_watcher;
 pub async fn connect<C: ServiceClient>(
     master: &str,
     config: RouterConfig,
-) -> Result<Router<C>, ConnectError> {
-    connect_with(
-        master,
-        RemoteConfig {
-            router: config,
-            ..RemoteConfig::default()
-        },
-    )
-    .await
+) -> Result<CallRouter<C>, ConnectError> {
+    connect_with(master, RemoteConfig::default().with_router(config)).await
 }
 
 /// [`connect`] with every setting.
 pub async fn connect_with<C: ServiceClient>(
     master: &str,
     config: RemoteConfig,
-) -> Result<Router<C>, ConnectError> {
+) -> Result<CallRouter<C>, ConnectError> {
     let config = config.with_one_secret();
     let feed = follow(master, &config).await?;
-    Ok(Router::new(feed, config.router))
+    Ok(CallRouter::new(feed, config.router))
 }
 
 /// The membership feed alone: waits for the master's first answer, then follows its node list

@@ -14,11 +14,9 @@ use distribution_shared::ExposeSecret;
 
 #[test]
 fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {
-    let from_remote = RemoteConfig {
-        secret: Some("s3cret".into()),
-        ..RemoteConfig::default()
-    }
-    .with_one_secret();
+    let from_remote = RemoteConfig::default()
+        .with_secret(Some("s3cret".into()))
+        .with_one_secret();
     assert_eq!(
         from_remote
             .router
@@ -39,11 +37,9 @@ fn one_secret_serves_the_registry_and_the_nodes_and_is_never_shown() {
 }
 
 fn config() -> RemoteConfig {
-    RemoteConfig {
-        load_refresh: Duration::from_millis(100),
-        first_answer_timeout: Duration::from_millis(500),
-        ..RemoteConfig::default()
-    }
+    RemoteConfig::default()
+        .with_load_refresh(Duration::from_millis(100))
+        .with_first_answer_timeout(Duration::from_millis(500))
 }
 
 #[tokio::test]
@@ -78,7 +74,7 @@ async fn watcher_stops_when_the_router_is_dropped() {
     let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
         .await
         .unwrap();
-    let router: Router<EchoClient> = Router::new(feed, RouterConfig::default());
+    let router: CallRouter<EchoClient> = CallRouter::new(feed, RouterConfig::default());
     let clone = router.clone();
     drop(router);
     tokio::task::yield_now().await;

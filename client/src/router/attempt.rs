@@ -1,4 +1,4 @@
-//! One call's attempts, one node at a time: the failover loop of [`Router::call_with`] and a
+//! One call's attempts, one node at a time: the failover loop of [`CallRouter::call_with`] and a
 //! single attempt on one node (connect, call, and what its outcome means for the node).
 //!
 //! Kept apart from `mod.rs` (configuration and the router's shape) and from `hedge.rs` (backup
@@ -15,7 +15,8 @@ use tarpc::context::Context;
 use tracing::Instrument;
 
 use super::endpoint::{Conn, Endpoint};
-use super::{CallError, Reply, Router, error};
+use super::error::TransportCause;
+use super::{CallError, CallRouter, Reply};
 
 pub(super) enum Attempt {
     /// The attempt failed in a way another node may not: try one.
@@ -57,10 +58,16 @@ impl Failures {
     /// The error a call ends with after trying `tried` nodes without an answer.
     pub(super) fn into_error(self, tried: usize) -> CallError {
         match self.last {
-            Some(CallError::Transport { node, reason, .. }) => CallError::Transport {
+            Some(CallError::Transport {
+                node,
+                reason,
+                source,
+                ..
+            }) => CallError::Transport {
                 node,
                 attempts: tried as u32,
                 reason,
+                source,
             },
             Some(other) => other,
             None => CallError::NoNodeAvailable,
@@ -78,7 +85,7 @@ pub(super) struct Plan {
     pub(super) trace: tarpc::trace::TraceId,
 }
 
-impl<C: ServiceClient> Router<C> {
+impl<C: ServiceClient> CallRouter<C> {
     /// Runs a call's attempts one after another: a failed attempt moves the call to another
     /// node, up to `attempts` failures, all within the plan's deadline.
     pub(super) async fn sequential<T, F, Fut>(
@@ -141,11 +148,12 @@ impl<C: ServiceClient> Router<C> {
                 deadline: plan.budget,
             })
         };
-        let transport = |reason: String| {
+        let transport = |reason: String, source: Option<TransportCause>| {
             Attempt::Retry(CallError::Transport {
                 node: node.clone(),
                 attempts: 1,
                 reason,
+                source,
             })
         };
         // An idempotent call with an attempt timeout waits for a connection at most that long
@@ -167,12 +175,15 @@ impl<C: ServiceClient> Router<C> {
         let (generation, client) = match connect.await {
             Err(_) if connect_by_attempt => {
                 endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("no connection within {connect_limit:?}")));
+                return Err(transport(
+                    format!("no connection within {connect_limit:?}"),
+                    None,
+                ));
             }
             Err(_) => return Err(exceeded()),
             Ok(Err(err)) => {
                 endpoint.mark_failed(None, backoff);
-                return Err(transport(format!("connect: {err}")));
+                return Err(transport("connect".into(), Some(Arc::new(err))));
             }
             Ok(Ok(found)) => found,
         };
@@ -193,6 +204,7 @@ impl<C: ServiceClient> Router<C> {
                         node: node.clone(),
                         attempts: 1,
                         reason: "the node left the cluster during the call".into(),
+                        source: None,
                     }));
                 }
             }
@@ -204,7 +216,7 @@ impl<C: ServiceClient> Router<C> {
                 // A node that does not answer in time is as good as gone for this call, and its
                 // connection may be stuck: drop it, eject the node, try another one.
                 endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(format!("no answer within {limit:?}")))
+                Err(transport(format!("no answer within {limit:?}"), None))
             }
             Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
             Ok(Ok(value)) => Ok(value),
@@ -213,7 +225,7 @@ impl<C: ServiceClient> Router<C> {
             {
                 // The node refused the call before doing any work (at capacity): another node
                 // may take it, and this one is healthy, so it is not ejected.
-                Err(transport(format!("refused: {}", err.detail)))
+                Err(transport(format!("refused: {}", err.detail), None))
             }
             Ok(Err(RpcError::Server(err))) => {
                 endpoint.record_error(config.eject_after_errors, backoff);
@@ -230,7 +242,7 @@ impl<C: ServiceClient> Router<C> {
             }
             Ok(Err(err)) => {
                 endpoint.mark_failed(Some(generation), backoff);
-                Err(transport(error::chain(&err)))
+                Err(transport("call".into(), Some(Arc::new(err))))
             }
         }
     }

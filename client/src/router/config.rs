@@ -9,6 +9,7 @@ use super::hedge::{HedgeDelay, HedgePolicy};
 
 /// How a router calls nodes. `RouterConfig::default()` gives the documented defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RouterConfig {
     /// The deadline of a call when [`CallOptions`] sets none; it spans every attempt. 10 s.
     pub deadline: Duration,
@@ -77,6 +78,7 @@ impl Default for RouterConfig {
 
 /// Per-call settings that override the router's.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// The call's deadline, counted from now, across every attempt.
     pub deadline: Option<Duration>,
@@ -108,3 +110,34 @@ impl CallOptions {
         }
     }
 }
+
+// `RouterConfig` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(RouterConfig {
+    with_deadline => deadline: Duration,
+    with_attempts => attempts: u32,
+    with_connect_timeout => connect_timeout: Duration,
+    with_max_frame_len => max_frame_len: usize,
+    with_eject_base => eject_base: Duration,
+    with_eject_max => eject_max: Duration,
+    with_attempt_timeout => attempt_timeout: Option<Duration>,
+    with_idempotent => idempotent: bool,
+    with_eject_after_errors => eject_after_errors: u32,
+    with_tls => tls: Option<ClientTls>,
+    with_idle_close => idle_close: Duration,
+    with_seed => seed: Option<u64>,
+    with_secret => secret: Option<SecretString>,
+    with_hedge => hedge: Option<HedgePolicy>,
+});
+
+// `CallOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(CallOptions {
+
+    ;options:
+    with_deadline => deadline: Duration,
+    with_attempts => attempts: u32,
+    with_attempt_timeout => attempt_timeout: Duration,
+    with_idempotent => idempotent: bool,
+    with_hedge => hedge: HedgeDelay,
+});

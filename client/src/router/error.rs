@@ -19,8 +19,12 @@ impl fmt::Display for NodeRef {
     }
 }
 
-/// Why a routed call did not return a value.
+/// The error behind a [`CallError::Transport`]; shared, so that the error stays `Clone`.
+pub type TransportCause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why a routed call did not return a value. More kinds may come (`#[non_exhaustive]`).
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No node could take the call: none is registered, or every one was already tried by it.
     #[error("no node available for the call")]
@@ -53,9 +57,18 @@ pub enum CallError {
         node: NodeRef,
         /// How many nodes were tried.
         attempts: u32,
-        /// What went wrong on the last attempt.
+        /// What went wrong on the last attempt: what the router was doing (`connect`, `call`,
+        /// `no answer within 2s`, `refused: at capacity`); the error itself is the source.
         reason: String,
+        /// The error of the last attempt (an `io::Error` from dialling or the handshake, tarpc's
+        /// `RpcError`), when there was one.
+        #[source]
+        source: Option<TransportCause>,
     },
+    /// The call was cancelled before it finished: its task was aborted, which happens when the
+    /// runtime that ran it shut down while the handle was still awaited elsewhere.
+    #[error("the call was cancelled before it finished")]
+    Cancelled,
 }
 
 fn on(node: &Option<NodeRef>) -> String {
@@ -66,10 +79,17 @@ fn on(node: &Option<NodeRef>) -> String {
 }
 
 impl CallError {
+    /// This error and its sources on one line (`transport to node … failed …: connect: wrong
+    /// cluster secret`): `Display` alone does not repeat the source, as the error-handling
+    /// guidelines ask, so this is what to log or show to a human.
+    pub fn chain(&self) -> String {
+        chain(self)
+    }
+
     /// The node the error happened on, if any.
     pub fn node(&self) -> Option<&NodeRef> {
         match self {
-            CallError::NoNodeAvailable => None,
+            CallError::NoNodeAvailable | CallError::Cancelled => None,
             CallError::DeadlineExceeded { node, .. } => node.as_ref(),
             CallError::Remote { node, .. } | CallError::Transport { node, .. } => Some(node),
         }
@@ -77,7 +97,7 @@ impl CallError {
 }
 
 /// Writes an error and its chain of sources on one line.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(err) = source {

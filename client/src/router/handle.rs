@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::{CallError, Reply};
 
-/// The pending reply of a call started with [`Router::spawn`](super::Router::spawn).
+/// The pending reply of a call started with [`CallRouter::submit`](super::CallRouter::submit).
 ///
 /// Await it for the reply. Dropping it before the reply arrives cancels the call: the request
 /// is abandoned and the node is told to stop working on it.
@@ -38,8 +38,9 @@ impl<T> Future for CallHandle<T> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(result)) => Poll::Ready(result),
             Poll::Ready(Err(err)) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            // Only `Drop` aborts the task, and then nobody polls the handle any more.
-            Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::NoNodeAvailable)),
+            // `Drop` aborts the task, and then nobody polls the handle any more; otherwise the
+            // runtime that ran it shut down.
+            Poll::Ready(Err(_)) => Poll::Ready(Err(CallError::Cancelled)),
         }
     }
 }

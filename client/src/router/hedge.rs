@@ -52,10 +52,11 @@ use tracing::Instrument;
 use super::attempt::{Attempt, Failures, Plan};
 use super::endpoint::{Conn, Endpoint, InFlight};
 use super::window::{HedgeBudget, LatencyWindow};
-use super::{CallError, CallOptions, Reply, Router, RouterConfig};
+use super::{CallError, CallOptions, CallRouter, Reply, RouterConfig};
 
 /// When a call sends its backup request.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub enum HedgeDelay {
     /// Never: no backup request.
     Off,
@@ -83,6 +84,7 @@ impl Default for HedgeDelay {
 /// How a router sends backup requests (see the module docs). `HedgePolicy::default()` gives the
 /// documented defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct HedgePolicy {
     /// When an idempotent call sends its backup, unless [`CallOptions::hedge`] says otherwise.
     /// The 99th percentile of the window, at least 10 ms.
@@ -206,7 +208,7 @@ struct Finished<C: ServiceClient, T> {
     result: Result<T, Attempt>,
 }
 
-impl<C: ServiceClient> Router<C> {
+impl<C: ServiceClient> CallRouter<C> {
     /// Runs a planned call: hedged when it is idempotent and a delay applies, one attempt at a
     /// time otherwise.
     pub(super) async fn routed<T, F, Fut>(
@@ -359,3 +361,13 @@ impl<C: ServiceClient> Router<C> {
         .instrument(span)
     }
 }
+
+// `HedgePolicy` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(HedgePolicy {
+    with_delay => delay: HedgeDelay,
+    with_budget => budget: f64,
+    with_reserve => reserve: u32,
+    with_window => window: Duration,
+    with_eject_after_slow => eject_after_slow: u32,
+});

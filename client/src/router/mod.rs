@@ -1,7 +1,7 @@
 //! The router: application code's way to call the cluster (what replaces the Go original's
 //! `Call`, `Go` and `Waiter`).
 //!
-//! A [`Router<C>`] follows a [`Membership`] feed (the in-process registry's, or a remote master's)
+//! A [`CallRouter<C>`] follows a [`Membership`] feed (the in-process registry's, or a remote master's)
 //! and routes each call to the least-used healthy node:
 //!
 //! - **one connection per node**, dialled on first use, multiplexing every call (`endpoint.rs`);
@@ -10,12 +10,12 @@
 //!   [`RouterConfig::attempts`] nodes, all within one deadline; the failed node is ejected from
 //!   routing at once (for a backoff that grows with repeated failures) instead of waiting for
 //!   the master to evict it;
-//! - **sync and async**: [`Router::call`] awaits the reply; [`Router::spawn`] returns a
+//! - **sync and async**: [`CallRouter::call`] awaits the reply; [`CallRouter::submit`] returns a
 //!   [`CallHandle`] to await later (dropping it cancels the call);
 //! - **backup requests** (opt-in, [`RouterConfig::hedge`]): an idempotent call with no answer
 //!   after a delay is sent to a second node too, within a budget; a node that keeps losing
 //!   these races is ejected like a failed one (`hedge.rs`);
-//! - **scatter/gather**: [`Router::scatter`] runs many items with bounded concurrency and returns
+//! - **scatter/gather**: [`CallRouter::scatter`] runs many items with bounded concurrency and returns
 //!   the results in order.
 //!
 //! Calls are retried only when the connection failed, which may happen after the node received
@@ -59,7 +59,7 @@ pub use hedge::{HedgeDelay, HedgePolicy, HedgeStats};
 pub use scatter::{ScatterError, ScatterOptions};
 pub use stub::RoutedStub;
 
-/// The longest deadline a call gets: one year (see [`Router::call_with`]).
+/// The longest deadline a call gets: one year (see [`CallRouter::call_with`]).
 pub use distribution_shared::defaults::MAX_DEADLINE;
 
 /// A call's value and the node that produced it.
@@ -94,11 +94,11 @@ pub struct NodeStats {
 }
 
 /// Routes calls of service client `C` to the least-used healthy node. Cheap to clone.
-pub struct Router<C: ServiceClient> {
+pub struct CallRouter<C: ServiceClient> {
     shared: Arc<Shared<C>>,
 }
 
-impl<C: ServiceClient> Clone for Router<C> {
+impl<C: ServiceClient> Clone for CallRouter<C> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -128,7 +128,7 @@ impl<C: ServiceClient> Drop for Shared<C> {
     }
 }
 
-impl<C: ServiceClient> Router<C> {
+impl<C: ServiceClient> CallRouter<C> {
     /// A router following `membership` (see `distribution_master::Master::router` for the in-process one).
     /// Must be called within a tokio runtime: it spawns the task that follows the feed, which
     /// ends when the router is dropped or the feed closes (the router then keeps its last view).
@@ -223,7 +223,7 @@ impl<C: ServiceClient> Router<C> {
     /// ```no_run
     /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
     /// # distribution_shared::service_client!(ArithClient);
-    /// # async fn demo(router: distribution_client::Router<ArithClient>) -> anyhow::Result<()> {
+    /// # async fn demo(router: distribution_client::CallRouter<ArithClient>) -> anyhow::Result<()> {
     /// let reply = router
     ///     .call(|client, ctx| async move { client.sum(ctx, vec![2, 4, 6]).await })
     ///     .await?;
@@ -238,7 +238,7 @@ impl<C: ServiceClient> Router<C> {
         self.call_with(CallOptions::default(), f).await
     }
 
-    /// [`Router::call`] with per-call options.
+    /// [`CallRouter::call`] with per-call options.
     pub async fn call_with<T, F, Fut>(
         &self,
         options: CallOptions,
@@ -253,7 +253,7 @@ impl<C: ServiceClient> Router<C> {
             .await
     }
 
-    /// The attempt loop behind every call ([`Router::call_with`], [`RoutedStub`]): `f` gets the
+    /// The attempt loop behind every call ([`CallRouter::call_with`], [`RoutedStub`]): `f` gets the
     /// node's channel itself; every attempt carries trace id `trace`; the outcome is recorded in
     /// the router's metrics.
     pub(crate) async fn call_on_channels<T, F, Fut>(
@@ -289,17 +289,17 @@ impl<C: ServiceClient> Router<C> {
 
     /// Starts a call in the background and returns a handle to await its reply later, like the
     /// Go original's `Go` and `Waiter`. Dropping the handle cancels the call.
-    pub fn spawn<T, F, Fut>(&self, f: F) -> CallHandle<T>
+    pub fn submit<T, F, Fut>(&self, f: F) -> CallHandle<T>
     where
         T: Send + 'static,
         F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, RpcError>> + Send,
     {
-        self.spawn_with(CallOptions::default(), f)
+        self.submit_with(CallOptions::default(), f)
     }
 
-    /// [`Router::spawn`] with per-call options.
-    pub fn spawn_with<T, F, Fut>(&self, options: CallOptions, f: F) -> CallHandle<T>
+    /// [`CallRouter::submit`] with per-call options.
+    pub fn submit_with<T, F, Fut>(&self, options: CallOptions, f: F) -> CallHandle<T>
     where
         T: Send + 'static,
         F: Fn(C::OnNode, Context) -> Fut + Send + Sync + 'static,
@@ -331,7 +331,7 @@ mod tests {
         }
     }
 
-    fn picked(router: &Router<EchoClient>) -> String {
+    fn picked(router: &CallRouter<EchoClient>) -> String {
         let call = router.shared.pick(&[]).expect("a node");
         call.endpoint().node.id.to_string()
     }
@@ -344,7 +344,7 @@ mod tests {
             members: Arc::from(vec![a.clone(), b.clone()]),
         };
         let (_tx, rx) = watch::channel(first);
-        let router = Router::<EchoClient>::new(rx, RouterConfig::default());
+        let router = CallRouter::<EchoClient>::new(rx, RouterConfig::default());
         assert_eq!(picked(&router), "a", "a reports 0 calls, bb 10");
         // `a` is evicted and registers again between two snapshots: same id, same address, a
         // new report (the old one is never updated again). It is now busy.

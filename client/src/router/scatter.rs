@@ -7,10 +7,11 @@ use futures::StreamExt;
 use tarpc::client::RpcError;
 use tarpc::context::Context;
 
-use super::{CallError, CallOptions, Reply, Router};
+use super::{CallError, CallOptions, CallRouter, Reply};
 
-/// How [`Router::scatter`] runs its items.
+/// How [`CallRouter::scatter`] runs its items.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct ScatterOptions {
     /// How many items run at once. Default: twice the number of nodes known when the scatter
     /// starts (so each node has a call queued behind the one it runs), at least 1.
@@ -30,7 +31,7 @@ pub struct ScatterError {
     pub error: CallError,
 }
 
-impl<C: ServiceClient> Router<C> {
+impl<C: ServiceClient> CallRouter<C> {
     /// Runs `f` for every item, each on the least-used node at the time, with at most
     /// `options.concurrency` items in flight, and returns the replies in the items' order.
     ///
@@ -72,3 +73,10 @@ impl<C: ServiceClient> Router<C> {
             .collect())
     }
 }
+
+// `ScatterOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
+// with these `with_…` methods, or set its public fields.
+distribution_shared::with_setters!(ScatterOptions {
+    with_concurrency => concurrency: Option<usize>,
+    with_call => call: CallOptions,
+});

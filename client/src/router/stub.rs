@@ -4,16 +4,16 @@
 //! ```no_run
 //! # #[tarpc::service] trait Calc { async fn sum(values: Vec<i64>) -> i64; }
 //! # distribution_shared::service_client!(CalcClient);
-//! # async fn demo(router: distribution_client::Router<CalcClient>) -> anyhow::Result<()> {
+//! # async fn demo(router: distribution_client::CallRouter<CalcClient>) -> anyhow::Result<()> {
 //! use tarpc::context;
 //! let calc = CalcClient::from(router.stub());
 //! let total = calc.sum(context::current(), vec![2, 4, 6]).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! Each call goes through the same attempt loop as [`Router::call`]: least-used node, failover,
+//! Each call goes through the same attempt loop as [`CallRouter::call`]: least-used node, failover,
 //! retries, ejection and backup requests, as the router's [`RouterConfig`](super::RouterConfig)
-//! or the stub's [`CallOptions`] say (idempotence per stub: [`Router::stub_with`]). The
+//! or the stub's [`CallOptions`] say (idempotence per stub: [`CallRouter::stub_with`]). The
 //! request is moved into an `Arc` once and the same `Arc` is sent to each node tried, so a retry
 //! copies nothing and needs no `Clone` on the request.
 //!
@@ -27,7 +27,7 @@
 //! itself decided (no node, transport failures after every attempt) as [`RpcError::Send`]
 //! (the request could not be delivered) holding the [`CallError`], which callers may downcast
 //! (`source()`) to see the node and the attempts. Use
-//! the closure API ([`Router::call`]) to learn which node answered ([`Reply::node`](super::Reply)).
+//! the closure API ([`CallRouter::call`]) to learn which node answered ([`Reply::node`](super::Reply)).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,11 +38,11 @@ use tarpc::client::RpcError;
 use tarpc::client::stub::Stub;
 use tarpc::context::Context;
 
-use super::{CallError, CallOptions, Router};
+use super::{CallError, CallOptions, CallRouter};
 
-/// A [`Router`] seen as a tarpc [`Stub`]: `CalcClient::from(router.stub())`. Cheap to clone.
+/// A [`CallRouter`] seen as a tarpc [`Stub`]: `CalcClient::from(router.stub())`. Cheap to clone.
 pub struct RoutedStub<C: ServiceClient> {
-    router: Router<C>,
+    router: CallRouter<C>,
     options: CallOptions,
 }
 
@@ -64,14 +64,14 @@ impl<C: ServiceClient> std::fmt::Debug for RoutedStub<C> {
     }
 }
 
-impl<C: ServiceClient> Router<C> {
+impl<C: ServiceClient> CallRouter<C> {
     /// This router as a tarpc [`Stub`] with the router's settings: wrap it in the generated
     /// client, `CalcClient::from(router.stub())`.
     pub fn stub(&self) -> RoutedStub<C> {
         self.stub_with(CallOptions::default())
     }
 
-    /// [`Router::stub`] whose calls use `options` (e.g. `CallOptions::default().idempotent()`
+    /// [`CallRouter::stub`] whose calls use `options` (e.g. `CallOptions::default().idempotent()`
     /// for a service whose calls may run twice). A deadline in `options` is an upper bound; the
     /// `Context` of each call may shorten it.
     pub fn stub_with(&self, options: CallOptions) -> RoutedStub<C> {

@@ -195,10 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Role::Master { master, gateway } => {
             let mut config = master.config()?;
             config.metrics = Some(telemetry::render());
-            let router = RouterConfig {
-                tls: master.security.client_tls("gateway")?,
-                ..RouterConfig::default()
-            };
+            let router = RouterConfig::default().with_tls(master.security.client_tls("gateway")?);
             let registry = TcpListener::bind(&master.registry)
                 .await
                 .with_context(|| format!("cannot listen on {}", master.registry))?;
@@ -258,14 +255,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             job,
         } => {
             serve_metrics(metrics_listen.as_deref()).await?;
-            let config = RemoteConfig {
-                secret: security.secret()?,
-                router: RouterConfig {
-                    tls: security.client_tls("client")?,
-                    ..RouterConfig::default()
-                },
-                ..RemoteConfig::default()
-            };
+            let config = RemoteConfig::default()
+                .with_secret(security.secret()?)
+                .with_router(RouterConfig::default().with_tls(security.client_tls("client")?));
             run_client(&master, config, job).await?
         }
     }

@@ -8,7 +8,7 @@ pub mod procs;
 use std::future::Future;
 use std::time::Duration;
 
-use distribution_client::{Router, RouterConfig};
+use distribution_client::{CallRouter, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_node};
 use distribution_examples::service::CalcClient;
 use distribution_master::MasterConfig;
@@ -75,7 +75,7 @@ pub async fn node_with(addr: &str, delay: Duration, capacity: u32) -> NodeHandle
 }
 
 /// A router over `master`'s nodes that already knows `n` of them.
-pub async fn router(master: &DemoMaster, n: usize, config: RouterConfig) -> Router<CalcClient> {
+pub async fn router(master: &DemoMaster, n: usize, config: RouterConfig) -> CallRouter<CalcClient> {
     let router = master.master.router_with(config);
     assert!(
         router.wait_for_nodes(n, Duration::from_secs(10)).await,

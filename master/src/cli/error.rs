@@ -7,6 +7,7 @@ use distribution_shared::tls::TlsError;
 
 /// A flag's value could not be used, or the server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CliError {
     /// `--secret-file` names a file that cannot be read.
     #[error("cannot read the secret file {}", path.display())]

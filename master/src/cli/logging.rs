@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -32,7 +33,7 @@ pub struct Logging {
 }
 
 /// The filter directives that silence tarpc's ERROR line for each expired deadline.
-pub const QUIET_TARPC: &str =
+pub(super) const QUIET_TARPC: &str =
     "tarpc::client::in_flight_requests=off,tarpc::server::in_flight_requests=off";
 
 impl Logging {

@@ -1,6 +1,6 @@
 //! The registry: which nodes are alive, where they listen, and how loaded they are.
 //!
-//! [`Registry`] is a cheap-to-clone handle around one `std::sync::Mutex` that is never held across
+//! [`Registry`] is a cheap-to-clone handle around one `parking_lot::Mutex` (no poisoning) that is never held across
 //! an `.await`. Every change of the node set bumps the registry's index and publishes a new
 //! [`Membership`] snapshot; heartbeats only renew leases and update load figures in place.
 //! Expired leases are removed by [`Registry::evict_expired`], which the lease reaper
@@ -13,34 +13,31 @@
 //! nodes registering (a master restart) would cost 100,000 snapshots of up to 100,000 members.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use distribution_shared::wire::{EventKind, Heartbeat, Lease, NodeInfo, NodeList, NodeState};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::MasterConfig;
 use crate::events::{EventLog, Since};
 use crate::observe;
-use distribution_client::membership::{LoadReport, Member, Membership};
+
+mod publish;
+use distribution_client::membership::{LoadReport, Membership};
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
 /// made it; above, by the publisher task when it runs (see the module's documentation).
 pub const INLINE_PUBLISH_MAX: usize = 1024;
 
-/// The shortest spacing of two coalesced publications.
-const MIN_PUBLISH_SPACING: Duration = Duration::from_millis(10);
-
-/// Coalesced publications are spaced by this many times what the last one took, so that building
-/// snapshots uses at most about a tenth of a core however fast the node set changes.
-const PUBLISH_SPACING_FACTOR: u32 = 10;
-
 /// Why the registry refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// No node with this id is registered (it was evicted, deregistered, or the master restarted).
     #[error("node `{0}` is not registered")]
@@ -363,84 +360,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave `State` half-updated in a way that matters
-        // more than losing the whole registry would, so poisoning is ignored.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Publishes the changes of a large node set, coalesced (see the module's documentation),
-    /// until `shutdown` is cancelled; then publishes what is pending and returns. Meant to run
-    /// as one task per registry.
-    pub async fn run_publisher(self, shutdown: CancellationToken) {
-        self.shared.deferred.store(true, Ordering::SeqCst);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = self.shared.publisher.notified() => {}
-            }
-            let started = std::time::Instant::now();
-            self.flush();
-            let spacing = (started.elapsed() * PUBLISH_SPACING_FACTOR).max(MIN_PUBLISH_SPACING);
-            if shutdown
-                .run_until_cancelled(tokio::time::sleep(spacing))
-                .await
-                .is_none()
-            {
-                break;
-            }
-        }
-        self.shared.deferred.store(false, Ordering::SeqCst);
-        self.flush();
-    }
-
-    /// Publishes the changes recorded (see [`record`]): now, or by the publisher task.
-    fn publish(&self, state: &mut State) {
-        if state.nodes.len() <= INLINE_PUBLISH_MAX || !self.shared.deferred.load(Ordering::SeqCst) {
-            let mut members = members(state);
-            members.sort_by(|a, b| a.id.cmp(&b.id));
-            state.dirty = false;
-            state.published = state.index;
-            self.send(state.index, members);
-        } else {
-            state.dirty = true;
-            self.shared.publisher.notify_one();
-        }
-    }
-
-    /// Publishes the pending changes, if any. The members are collected under the lock and
-    /// sorted outside it, so that heartbeats do not wait for the sort.
-    fn flush(&self) {
-        let (index, mut members) = {
-            let mut state = self.lock();
-            if !state.dirty {
-                return;
-            }
-            state.dirty = false;
-            (state.index, members(&state))
-        };
-        members.sort_by(|a, b| a.id.cmp(&b.id));
-        self.send(index, members);
-        let mut state = self.lock();
-        state.published = state.published.max(index);
-    }
-
-    /// Sends a snapshot unless a newer one went out already.
-    fn send(&self, index: u64, members: Vec<Member>) {
-        let snapshot = Membership {
-            index,
-            members: members.into(),
-        };
-        self.shared.membership.send_if_modified(|current| {
-            if snapshot.index > current.index {
-                *current = snapshot;
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.state.lock()
     }
 }
 
@@ -454,6 +374,7 @@ fn record(state: &mut State, kind: EventKind, node: &str, addr: &str, reason: St
         EventKind::Eviction => Some(observe::EVICTIONS),
         EventKind::Replacement => Some(observe::REPLACEMENTS),
         EventKind::Moved | EventKind::Late | EventKind::Back => None,
+        _ => None,
     };
     if let Some(name) = counter {
         metrics::counter!(name).increment(1);
@@ -461,143 +382,5 @@ fn record(state: &mut State, kind: EventKind, node: &str, addr: &str, reason: St
     state.events.record(state.index, kind, node, addr, reason);
 }
 
-/// The registry's nodes as routable members, unsorted.
-fn members(state: &State) -> Vec<Member> {
-    state
-        .nodes
-        .values()
-        .map(|e| Member {
-            id: e.id.clone(),
-            addr: e.addr.clone(),
-            load: e.load.clone(),
-        })
-        .collect()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reg(id: &str, addr: &str) -> Registration {
-        Registration {
-            id: id.into(),
-            addr: addr.into(),
-            capacity: 4,
-        }
-    }
-
-    fn registry() -> Registry {
-        Registry::new(&MasterConfig::with_interval(Duration::from_secs(1)))
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn lease_runs_out_after_the_ttl_and_not_before() {
-        let r = registry();
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        tokio::time::advance(Duration::from_millis(2900)).await;
-        assert!(r.evict_expired(Instant::now()).is_empty());
-        r.heartbeat("a", &Heartbeat::default()).unwrap();
-        tokio::time::advance(Duration::from_millis(2900)).await;
-        assert!(r.evict_expired(Instant::now()).is_empty(), "renewed lease");
-        tokio::time::advance(Duration::from_millis(200)).await;
-        assert_eq!(r.evict_expired(Instant::now()), vec!["a".to_string()]);
-        assert_eq!(
-            r.heartbeat("a", &Heartbeat::default()),
-            Err(RegistryError::UnknownNode("a".into()))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn late_state_shows_before_eviction() {
-        let r = registry();
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        assert_eq!(r.list(Instant::now()).nodes[0].state, NodeState::Up);
-        tokio::time::advance(Duration::from_millis(1600)).await;
-        assert_eq!(r.list(Instant::now()).nodes[0].state, NodeState::Late);
-    }
-
-    #[tokio::test]
-    async fn same_id_is_idempotent_and_same_addr_new_id_replaces() {
-        let r = registry();
-        let rx = r.subscribe();
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        assert_eq!(r.index(), 1, "re-registering does not change the set");
-        r.register(reg("b", "127.0.0.1:1")).unwrap();
-        let list = r.list(Instant::now());
-        assert_eq!(list.nodes.len(), 1);
-        assert_eq!(list.nodes[0].id, "b");
-        assert_eq!(rx.borrow().members.len(), 1);
-        assert_eq!(&*rx.borrow().members[0].id, "b");
-        assert!(r.deregister("b"));
-        assert!(!r.deregister("b"));
-        assert!(r.is_empty());
-    }
-
-    #[tokio::test]
-    async fn full_registry_refuses_new_ids_but_not_known_ones() {
-        let config = MasterConfig {
-            max_nodes: 1,
-            ..MasterConfig::default()
-        };
-        let r = Registry::new(&config);
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        assert_eq!(
-            r.register(reg("b", "127.0.0.1:2")),
-            Err(RegistryError::Full(1))
-        );
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-    }
-
-    #[tokio::test]
-    async fn large_sets_are_published_by_the_publisher_task_and_nothing_is_lost() {
-        let r = registry();
-        let stop = CancellationToken::new();
-        let publisher = tokio::spawn(r.clone().run_publisher(stop.clone()));
-        // Let the task start, so that changes above the threshold are deferred to it.
-        while !r.shared.deferred.load(Ordering::SeqCst) {
-            tokio::task::yield_now().await;
-        }
-        let n = INLINE_PUBLISH_MAX + 100;
-        for i in 0..n {
-            r.register(reg(&format!("n{i:05}"), &format!("127.0.0.1:{}", 1000 + i)))
-                .unwrap();
-        }
-        assert!(r.deregister("n00000"));
-        let mut rx = r.subscribe();
-        let index = r.index();
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|m| m.index == index))
-            .await
-            .expect("published")
-            .unwrap();
-        let members = rx.borrow().members.clone();
-        assert_eq!(members.len(), n - 1);
-        assert!(members.windows(2).all(|w| w[0].id < w[1].id), "sorted");
-        assert_eq!(r.list(Instant::now()).index, index);
-        stop.cancel();
-        publisher.await.unwrap();
-        // Without the task, changes are published at once again.
-        assert!(r.deregister("n00001"));
-        assert_eq!(rx.borrow().index, r.index());
-        assert_eq!(rx.borrow().members.len(), n - 2);
-    }
-
-    #[tokio::test]
-    async fn heartbeat_updates_shared_load() {
-        let r = registry();
-        r.register(reg("a", "127.0.0.1:1")).unwrap();
-        let member = r.subscribe().borrow().members[0].clone();
-        r.heartbeat(
-            "a",
-            &Heartbeat {
-                in_flight: 7,
-                capacity: Some(9),
-                served: 3,
-            },
-        )
-        .unwrap();
-        assert_eq!(member.load.in_flight(), 7);
-        assert_eq!(member.load.capacity(), 9);
-        assert_eq!(r.list(Instant::now()).nodes[0].served, 3);
-    }
-}
+mod tests;
