@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DEMO := target/release/distribution-demo
 
-.PHONY: all build run test lint fmt clean
+.PHONY: all build run test lint fmt package clean
 
 all: build
 
@@ -30,6 +30,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## package: the four library crates packaged and each built on its own from its .crate, as
+## crates.io would (`cargo package`; examples and bench are `publish = false`). Slow: not in `test`.
+package:
+	$(CARGO) package --workspace --exclude distribution-examples --exclude distribution-bench
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 //! The latency plot: p50 and p99 latency against concurrency, routed and raw.
 //!
 //! Drawn with plotters on a bitmap. Text needs a TrueType font, loaded at run time from
-//! [`FONT`] (Debian package `fonts-dejavu-core`) rather than built into the binary.
+//! [`FONT`] (Debian package `fonts-dejavu-core`) rather than built into the binary. Without it a
+//! benchmark run fails with the package to install; the plot's test is skipped with a message.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -141,8 +142,8 @@ mod tests {
         // machine without it the plot cannot be drawn, and this test says so instead of failing.
         if !Path::new(FONT).exists() {
             eprintln!(
-                "SKIPPED draws_a_png: {FONT} is missing (install the Debian package \
-                 fonts-dejavu-core to draw the plot)"
+                "skipped draws_a_png: {FONT} is missing (apt-get install fonts-dejavu-core); \
+                 `make bench` needs it for the plot"
             );
             return;
         }
