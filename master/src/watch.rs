@@ -154,24 +154,57 @@ impl Watchers {
         }
     }
 
-    /// Runs `query` against `registry`: returns when the index differs from the query's, when
-    /// the wait (plus jitter) is over, or when the master shuts down. `503` when too many queries
-    /// wait already.
+    /// Runs `query` against `registry`'s published node list: returns when its index differs
+    /// from the query's, when the wait (plus jitter) is over, or when the master shuts down.
+    /// [`WatchError::TooManyWaiting`] when too many queries wait already.
     pub(crate) async fn wait(
         &self,
         registry: &Registry,
         query: BlockingQuery,
     ) -> Result<(), WatchError> {
         let membership = registry.subscribe();
-        if membership.borrow().index != query.index || query.wait.is_zero() {
+        let changed = membership.borrow().index != query.index;
+        self.hold(changed, query, async move |wait| {
+            wait_for_change(membership, query.index, wait, &self.shutdown).await;
+        })
+        .await
+    }
+
+    /// [`Watchers::wait`] on the change feed's newest event index instead (what
+    /// `GET /v1/changes` follows: every event, published snapshot or not).
+    pub(crate) async fn wait_events(
+        &self,
+        registry: &Registry,
+        query: BlockingQuery,
+    ) -> Result<(), WatchError> {
+        let mut newest = registry.subscribe_events();
+        let changed = *newest.borrow() != query.index;
+        self.hold(changed, query, async move |wait| {
+            let changed = newest.wait_for(|index| *index != query.index);
+            tokio::select! {
+                _ = tokio::time::timeout(wait, changed) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        })
+        .await
+    }
+
+    /// Holds a waiting slot while `waiting` runs with the query's wait plus jitter; at once when
+    /// `changed` already or the query waits for nothing.
+    async fn hold(
+        &self,
+        changed: bool,
+        query: BlockingQuery,
+        waiting: impl AsyncFnOnce(Duration),
+    ) -> Result<(), WatchError> {
+        if changed || query.wait.is_zero() {
             return Ok(());
         }
         let Ok(slot) = self.slots.try_acquire() else {
             return Err(WatchError::TooManyWaiting);
         };
         self.count_waiting();
-        let wait = query.wait + jitter(query.wait);
-        wait_for_change(membership, query.index, wait, &self.shutdown).await;
+        waiting(query.wait + jitter(query.wait)).await;
         drop(slot);
         self.count_waiting();
         Ok(())

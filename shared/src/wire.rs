@@ -92,6 +92,46 @@ pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
+/// One node's load figures, in a [`NodeChanges`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// The node's id.
+    pub id: String,
+    /// Calls in flight on the node, as of its last heartbeat.
+    pub in_flight: u32,
+    /// The node's capacity.
+    pub capacity: u32,
+}
+
+/// `GET /v1/changes`: what changed since a follower's view (`epoch`, `index`, `loads`), so that
+/// following a cluster costs what changes, not its size.
+///
+/// - `full` is the whole node list when the follower has no view yet, followed another master
+///   process (its `epoch` differs), or fell further behind than the master's history; `events`
+///   is then empty.
+/// - Otherwise `events` are the membership events after `index`, oldest first: `join`,
+///   `leave`, `eviction`, `replacement`, `moved` change the node set; `late` and `back` do not.
+/// - `loads` are the figures of the nodes whose load changed after the follower's `loads`
+///   version (every node's when that version is too old or from another process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChanges {
+    /// This master process's random id: indexes and load versions only compare within one.
+    pub epoch: u64,
+    /// The registry's index after these changes (the newest event's).
+    pub index: u64,
+    /// The load version after these changes: it grows by one at each change of a node's load.
+    pub loads_index: u64,
+    /// The whole list, sorted by id, instead of `events` (see above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<Vec<NodeInfo>>,
+    /// The membership events after the follower's index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<MembershipEvent>,
+    /// The nodes whose load changed after the follower's load version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loads: Vec<NodeLoad>,
+}
+
 /// What happened to a node, in a [`MembershipEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

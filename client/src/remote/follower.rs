@@ -1,16 +1,20 @@
-//! The watcher: the task that follows the master's node list with blocking queries and
-//! publishes each new node set into the router's feed (see the [module docs](super) for the
-//! behaviour): the first answer at start, load figures updated in place, the outage (last view
-//! kept, loads zeroed, backoff), and the restart grace (nodes missing from a restarted master's
-//! list kept until they re-register).
+//! The watcher: the task that follows the master's node list and publishes each new node set
+//! into the router's feed (see the [module docs](super) for the behaviour): the first answer at
+//! start, load figures updated in place, the outage (last view kept, loads zeroed, backoff), and
+//! the restart grace (nodes missing from a restarted master's list kept until they re-register).
+//!
+//! It asks `GET /v1/changes` with its view (the master's epoch, index and load version): the
+//! master answers at the next membership event, or after the refresh period with the load
+//! figures that changed meanwhile. Only the first answer, an answer after an outage, a master
+//! restart (another epoch) or a follower too far behind carry the whole list.
 
 use distribution_shared::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::registry_client::{BlockingQuery, RegistryClient, RegistryError};
-use distribution_shared::wire::NodeList;
+use distribution_shared::registry_client::{FollowerView, RegistryClient, RegistryError};
+use distribution_shared::wire::{EventKind, MembershipEvent, NodeChanges, NodeInfo, NodeLoad};
 use reqwest::Url;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,13 +32,13 @@ pub(crate) async fn spawn_watcher(
     let config = config.clone().with_one_secret();
     let registry = config.registry(master)?;
     let mut watcher = Watcher {
-        url: registry.nodes_url(),
+        url: registry.changes_url(),
         registry,
         config,
         loads: HashMap::new(),
         members: Arc::from(Vec::new()),
         version: 0,
-        master_index: None,
+        view: None,
         grace_until: None,
     };
     let timeout = watcher.config.first_answer_timeout;
@@ -88,8 +92,9 @@ struct Watcher {
     members: Arc<[Member]>,
     /// The feed's version: the `index` of the last published membership.
     version: u64,
-    /// The master's index in its last answer; `None` after a failure (ask without one).
-    master_index: Option<u64>,
+    /// What the watcher has of the master's registry; `None` before the first answer and after
+    /// a failure (then it asks for the whole list).
+    view: Option<FollowerView>,
     /// Until when nodes missing from the master's list are kept (after an outage or a restart).
     grace_until: Option<Instant>,
 }
@@ -107,22 +112,22 @@ impl Watcher {
         let mut outage: Option<Instant> = None;
         let mut backoff = self.retry_backoff();
         loop {
-            let asked = self.master_index;
+            let asked = self.view;
             let started = Instant::now();
             let answer = tokio::select! {
                 _ = tx.closed() => break,
                 answer = self.fetch() => answer,
             };
             let idle = match answer {
-                Ok(list) => {
+                Ok(changes) => {
                     if let Some(since) = outage.take() {
                         info!(url = %self.url, down_ms = since.elapsed().as_millis() as u64,
                             "master reachable again");
                         self.grace_until = Some(Instant::now() + self.config.restart_grace);
                     }
                     backoff.reset();
-                    let index = list.index;
-                    match self.apply(list) {
+                    let index = changes.index;
+                    match self.apply(changes) {
                         Some(membership) => {
                             debug!(
                                 nodes = membership.members.len(),
@@ -136,7 +141,9 @@ impl Watcher {
                         // A master that answers an unchanged list early (one without blocking
                         // queries, or one shutting down) is asked again only after the refresh
                         // period, never in a tight loop.
-                        None if asked == Some(index) => refresh.saturating_sub(started.elapsed()),
+                        None if asked.is_some_and(|v| v.index == index) => {
+                            refresh.saturating_sub(started.elapsed())
+                        }
                         None => Duration::ZERO,
                     }
                 }
@@ -151,7 +158,7 @@ impl Watcher {
                     } else {
                         debug!(url = %self.url, error = %err, "master still unreachable");
                     }
-                    self.master_index = None;
+                    self.view = None;
                     backoff.next_pause()
                 }
             };
@@ -165,26 +172,101 @@ impl Watcher {
         debug!(url = %self.url, "nobody follows the node list any more; watcher stopped");
     }
 
-    /// One request for the list: a blocking query when the master's index is known.
-    async fn fetch(&self) -> Result<NodeList, RegistryError> {
-        let query = self.master_index.map(|index| BlockingQuery {
-            index,
-            wait: self.config.load_refresh,
-        });
-        self.registry.list(query, self.config.max_list_bytes).await
+    /// One request for what changed: a blocking query when the watcher has a view, else the
+    /// whole list.
+    ///
+    /// When a restart grace is over, the whole list once more: the nodes kept through the grace
+    /// that never came back leave the view then (no event will ever name them).
+    async fn fetch(&self) -> Result<NodeChanges, RegistryError> {
+        let (wait, max) = (self.config.load_refresh, self.config.max_list_bytes);
+        let grace_over = self
+            .grace_until
+            .is_some_and(|until| Instant::now() >= until);
+        let view = if grace_over { None } else { self.view };
+        self.registry.changes(view, wait, max).await
     }
 
     /// Takes in an answer: updates the load reports in place and returns the new membership if
     /// the node set (ids and addresses) changed.
-    fn apply(&mut self, list: NodeList) -> Option<Membership> {
-        if let Some(known) = self.master_index.filter(|known| list.index < *known) {
-            info!(url = %self.url, known, index = list.index,
-                "the master's index went back: it restarted; taking its list");
+    fn apply(&mut self, changes: NodeChanges) -> Option<Membership> {
+        if self.view.is_some_and(|v| v.epoch != changes.epoch) {
+            info!(url = %self.url, "the master restarted (another epoch); taking its list");
             self.grace_until = Some(Instant::now() + self.config.restart_grace);
         }
-        self.master_index = Some(list.index);
-        let mut members: Vec<Member> = list
-            .nodes
+        self.view = Some(FollowerView {
+            epoch: changes.epoch,
+            index: changes.index,
+            loads: changes.loads_index,
+        });
+        match changes.full {
+            Some(nodes) => self.apply_full(nodes),
+            None => self.apply_delta(&changes.events, &changes.loads),
+        }
+    }
+
+    /// Applies the changes since the last answer: load figures in place, then the membership
+    /// events in order. Costs what changed, plus one pass over the node set when it changed.
+    fn apply_delta(
+        &mut self,
+        events: &[MembershipEvent],
+        loads: &[NodeLoad],
+    ) -> Option<Membership> {
+        let mut fresh: HashMap<&str, &NodeLoad> = HashMap::new();
+        for load in loads {
+            match self.loads.get(load.id.as_str()) {
+                Some(report) => report.set(load.in_flight, load.capacity),
+                None => {
+                    fresh.insert(load.id.as_str(), load);
+                }
+            }
+        }
+        let changes_set = events.iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::Join
+                    | EventKind::Leave
+                    | EventKind::Eviction
+                    | EventKind::Replacement
+                    | EventKind::Moved
+            )
+        });
+        if !changes_set {
+            return None;
+        }
+        let mut set: std::collections::BTreeMap<Arc<str>, Member> = self
+            .members
+            .iter()
+            .map(|m| (m.id.clone(), m.clone()))
+            .collect();
+        for event in events {
+            match event.kind {
+                EventKind::Join | EventKind::Moved => {
+                    let id: Arc<str> = event.node.as_str().into();
+                    let load = self.loads.get(&id).cloned().unwrap_or_else(|| {
+                        let figures = fresh.get(event.node.as_str());
+                        Arc::new(LoadReport::new(
+                            figures.map_or(0, |f| f.in_flight),
+                            figures.map_or(1, |f| f.capacity),
+                        ))
+                    });
+                    self.loads.insert(id.clone(), load.clone());
+                    let addr = event.addr.as_str().into();
+                    set.insert(id.clone(), Member { id, addr, load });
+                }
+                EventKind::Leave | EventKind::Eviction | EventKind::Replacement => {
+                    set.remove(event.node.as_str());
+                    self.loads.remove(event.node.as_str());
+                }
+                _ => {}
+            }
+        }
+        self.publish(set.into_values().collect())
+    }
+
+    /// Replaces the view by the master's whole list (keeping, during a grace period, the nodes
+    /// it does not list yet).
+    fn apply_full(&mut self, nodes: Vec<NodeInfo>) -> Option<Membership> {
+        let mut members: Vec<Member> = nodes
             .iter()
             .map(|node| {
                 let load = match self.loads.get(node.id.as_str()) {
@@ -221,6 +303,12 @@ impl Watcher {
             .iter()
             .map(|m| (m.id.clone(), m.load.clone()))
             .collect();
+        self.publish(members)
+    }
+
+    /// `members` (sorted by id) as the new membership, unless the ids and addresses are the
+    /// ones published already.
+    fn publish(&mut self, members: Vec<Member>) -> Option<Membership> {
         let same = members.len() == self.members.len()
             && members
                 .iter()

@@ -28,7 +28,11 @@ use crate::config::MasterConfig;
 use crate::events::{EventLog, Since};
 use crate::observe;
 
+mod changes;
 mod publish;
+
+use changes::LoadLog;
+pub use changes::{Changes, LOAD_HISTORY, View};
 use distribution_client::membership::{LoadReport, Membership};
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
@@ -75,12 +79,16 @@ struct Shared {
     publisher: Notify,
     /// Whether the publisher task runs (otherwise every change is published at once).
     deferred: AtomicBool,
+    /// This process's random id (see [`Registry::epoch`]).
+    epoch: u64,
 }
 
 #[derive(Debug)]
 struct State {
     /// The change feed (see [`crate::events`]): written under this lock by each change.
     events: EventLog,
+    /// Which nodes' load figures changed, for followers that ask for changes only.
+    loads: LoadLog,
     nodes: HashMap<String, Entry>,
     /// Which id holds each address, so a node restarted under a new id replaces its old entry.
     by_addr: HashMap<String, String>,
@@ -111,6 +119,7 @@ impl Registry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     events: EventLog::new(),
+                    loads: LoadLog::default(),
                     nodes: HashMap::new(),
                     by_addr: HashMap::new(),
                     index: 0,
@@ -123,6 +132,7 @@ impl Registry {
                 max_nodes: config.max_nodes,
                 publisher: Notify::new(),
                 deferred: AtomicBool::new(false),
+                epoch: rand::random(),
             }),
         }
     }
@@ -178,7 +188,10 @@ impl Registry {
                 }
                 entry.late = false;
                 entry.last_seen = now;
-                entry.load.set(entry.load.in_flight(), reg.capacity);
+                if entry.load.capacity() != reg.capacity {
+                    entry.load.set(entry.load.in_flight(), reg.capacity);
+                    state.loads.record(&entry.id);
+                }
                 if let Some((kind, reason)) = event {
                     record(state, kind, &reg.id, &reg.addr, reason);
                     changed = true;
@@ -196,6 +209,7 @@ impl Registry {
                     load: Arc::new(LoadReport::new(0, reg.capacity)),
                     late: false,
                 };
+                state.loads.record(&entry.id);
                 state.nodes.insert(reg.id.clone(), entry);
                 info!(node = %reg.id, addr = %reg.addr, capacity = reg.capacity, "node joined");
                 let reason = format!("registered, capacity {}", reg.capacity);
@@ -212,7 +226,8 @@ impl Registry {
 
     /// Renews a node's lease and records the load it reports.
     pub fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<Lease, RegistryError> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let entry = state
             .nodes
             .get_mut(id)
@@ -220,22 +235,26 @@ impl Registry {
         entry.last_seen = Instant::now();
         entry.served = beat.served;
         let capacity = beat.capacity.unwrap_or_else(|| entry.load.capacity());
-        entry.load.set(beat.in_flight, capacity);
+        let changed = (beat.in_flight, capacity) != (entry.load.in_flight(), entry.load.capacity());
         let addr = entry.addr.clone();
+        if changed {
+            entry.load.set(beat.in_flight, capacity);
+            state.loads.record(&entry.id);
+        }
         if entry.late {
             // The only heartbeat that is an event: the node's state changes.
             entry.late = false;
             info!(node = %id, addr = %addr, "node back");
             record(
-                &mut state,
+                state,
                 EventKind::Back,
                 id,
                 &addr,
                 "heartbeat arrived".into(),
             );
-            self.publish(&mut state);
+            self.publish(state);
         }
-        drop(state);
+        drop(guard);
         Ok(self.lease(id, &addr))
     }
 
@@ -306,9 +325,19 @@ impl Registry {
     /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
     /// published one: a blocking query on it answers when the next snapshot is published.
     pub fn list(&self, now: Instant) -> NodeList {
+        let (index, mut nodes) = {
+            let state = self.lock();
+            (state.published, self.infos(&state, now))
+        };
+        // Sorted after the lock is released: heartbeats do not wait for it.
+        nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        NodeList { index, nodes }
+    }
+
+    /// Every node as the API lists it, with ages measured at `now`, unsorted.
+    fn infos(&self, state: &State, now: Instant) -> Vec<NodeInfo> {
         let late_after = self.shared.interval + self.shared.interval / 2;
-        let state = self.lock();
-        let mut nodes: Vec<NodeInfo> = state
+        state
             .nodes
             .values()
             .map(|e| {
@@ -327,12 +356,7 @@ impl Registry {
                     last_heartbeat_ms: age.as_millis() as u64,
                 }
             })
-            .collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        NodeList {
-            index: state.published,
-            nodes,
-        }
+            .collect()
     }
 
     /// How many nodes are registered.

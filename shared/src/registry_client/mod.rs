@@ -29,7 +29,7 @@ use tokio_rustls::rustls;
 
 use crate::defaults;
 use crate::resolve::Resolver;
-use crate::wire::{ErrorBody, Heartbeat, Lease, NodeList, RegisterRequest};
+use crate::wire::{ErrorBody, Heartbeat, Lease, NodeChanges, NodeList, RegisterRequest};
 
 mod address;
 
@@ -128,6 +128,17 @@ pub struct BlockingQuery {
     pub wait: Duration,
 }
 
+/// What a follower has of one master's registry, for [`RegistryClient::changes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerView {
+    /// The master process it came from ([`NodeChanges::epoch`]).
+    pub epoch: u64,
+    /// The registry index it has.
+    pub index: u64,
+    /// The load version it has.
+    pub loads: u64,
+}
+
 /// A client of one master's registry API (cheap to clone: one connection pool).
 #[derive(Clone, Debug)]
 pub struct RegistryClient {
@@ -183,6 +194,11 @@ impl RegistryClient {
         self.url("v1/events")
     }
 
+    /// `{base}/v1/changes`, what changed since a follower's view.
+    pub fn changes_url(&self) -> Url {
+        self.url("v1/changes")
+    }
+
     /// `POST /v1/nodes`. A `404` here is not "unknown node" but "no registry at this address"
     /// (the gateway's port, another service): it is [`RegistryError::Refused`], retried like
     /// an outage, never at once.
@@ -230,6 +246,38 @@ impl RegistryClient {
         if let Some(BlockingQuery { index, wait }) = query {
             request = request.query(&[
                 ("index", index.to_string()),
+                ("wait", format!("{}ms", wait.as_millis())),
+            ]);
+            timeout += wait + wait / 16;
+        }
+        let response = self.send(request, timeout).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(refused(status, response).await);
+        }
+        read_json(response, max_bytes).await
+    }
+
+    /// `GET /v1/changes`: the whole list without `view`, else what changed since it, as a
+    /// blocking query of `wait` (see [`NodeChanges`]). Bounded like [`list`](Self::list).
+    pub async fn changes(
+        &self,
+        view: Option<FollowerView>,
+        wait: Duration,
+        max_bytes: usize,
+    ) -> Result<NodeChanges, RegistryError> {
+        let mut request = self.http.get(self.changes_url());
+        let mut timeout = self.request_timeout;
+        if let Some(FollowerView {
+            epoch,
+            index,
+            loads,
+        }) = view
+        {
+            request = request.query(&[
+                ("epoch", epoch.to_string()),
+                ("index", index.to_string()),
+                ("loads", loads.to_string()),
                 ("wait", format!("{}ms", wait.as_millis())),
             ]);
             timeout += wait + wait / 16;

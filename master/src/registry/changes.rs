@@ -1,0 +1,149 @@
+//! What changed since a follower's view: the membership events after its index (from the
+//! change feed, [`crate::events`]) and the nodes whose load changed after its load version
+//! (from the [`LoadLog`]), or the whole list when it has no usable view. This is what
+//! `GET /v1/changes` answers, so that a remote caller following 100,000 nodes receives the few
+//! that changed each second instead of all of them.
+//!
+//! Everything is collected under the registry's lock as cheap clones (`Arc`s of events, ids
+//! and figures); sorting and serializing happen after it is released.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use distribution_shared::wire::{MembershipEvent, NodeInfo, NodeLoad};
+use tokio::time::Instant;
+
+use super::Registry;
+
+/// How many load changes the log keeps: a follower whose load version is older gets every
+/// node's figures (once), as after a restart. 64 Ki entries of an id each: at 10,000 heartbeats
+/// a second that change a node's load, about 6 s of history, six follower refreshes.
+pub const LOAD_HISTORY: usize = 65_536;
+
+/// The ring of recent load changes: `(version, node id)`, one per registration or heartbeat
+/// that changed a node's figures (calls in flight or capacity).
+#[derive(Debug, Default)]
+pub(crate) struct LoadLog {
+    version: u64,
+    ring: VecDeque<(u64, Arc<str>)>,
+}
+
+impl LoadLog {
+    /// Records that `id`'s figures changed.
+    pub(crate) fn record(&mut self, id: &Arc<str>) {
+        self.version += 1;
+        if self.ring.len() == LOAD_HISTORY {
+            self.ring.pop_front();
+        }
+        self.ring.push_back((self.version, id.clone()));
+    }
+
+    /// The current version.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The ids whose figures changed after `version`, each once; `None` when the log no longer
+    /// reaches back that far, or `version` is from the future (another master process).
+    fn since(&self, version: u64) -> Option<HashSet<Arc<str>>> {
+        if version > self.version {
+            return None;
+        }
+        let oldest = self.ring.front().map_or(self.version + 1, |(v, _)| *v);
+        if version + 1 < oldest {
+            return None;
+        }
+        Some(
+            self.ring
+                .iter()
+                .rev()
+                .take_while(|(v, _)| *v > version)
+                .map(|(_, id)| id.clone())
+                .collect(),
+        )
+    }
+}
+
+/// A follower's view, as it asks `GET /v1/changes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The master process the view came from.
+    pub epoch: u64,
+    /// The registry index the follower has.
+    pub index: u64,
+    /// The load version the follower has.
+    pub loads: u64,
+}
+
+/// The answer to a [`View`] (see [`distribution_shared::wire::NodeChanges`]).
+#[derive(Debug, Clone)]
+pub struct Changes {
+    /// This master process's epoch.
+    pub epoch: u64,
+    /// The index after these changes.
+    pub index: u64,
+    /// The load version after these changes.
+    pub loads_index: u64,
+    /// The whole list (sorted by id) when the view was unusable.
+    pub full: Option<Vec<NodeInfo>>,
+    /// The membership events after the view's index.
+    pub events: Vec<Arc<MembershipEvent>>,
+    /// The figures of the nodes whose load changed after the view's load version.
+    pub loads: Vec<NodeLoad>,
+}
+
+impl Registry {
+    /// This master process's epoch: random, so that a follower notices a restart even when the
+    /// new process's index has grown past the old one's.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
+    /// What changed since `view` (`None`: the follower has no view: the whole list).
+    pub fn changes_since(&self, view: Option<View>) -> Changes {
+        let now = Instant::now();
+        let state = self.lock();
+        let same_process = view.filter(|v| v.epoch == self.shared.epoch);
+        let since = same_process.map(|v| state.events.since(v.index));
+        let membership = match since {
+            Some(since) if !since.missed => Ok(since.events),
+            _ => Err(self.infos(&state, now)),
+        };
+        let changed_loads = same_process.and_then(|v| state.loads.since(v.loads));
+        let loads = match (&membership, changed_loads) {
+            // The whole list carries every node's figures already.
+            (Err(_), _) => Vec::new(),
+            (Ok(_), Some(ids)) => ids
+                .iter()
+                .filter_map(|id| state.nodes.get(&**id))
+                .map(load_of)
+                .collect(),
+            (Ok(_), None) => state.nodes.values().map(load_of).collect(),
+        };
+        let (index, loads_index) = (state.index, state.loads.version());
+        drop(state);
+        let (full, events) = match membership {
+            Ok(events) => (None, events),
+            Err(mut infos) => {
+                infos.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                (Some(infos), Vec::new())
+            }
+        };
+        Changes {
+            epoch: self.shared.epoch,
+            index,
+            loads_index,
+            full,
+            events,
+            loads,
+        }
+    }
+}
+
+fn load_of(entry: &super::Entry) -> NodeLoad {
+    NodeLoad {
+        id: entry.id.to_string(),
+        in_flight: entry.load.in_flight(),
+        capacity: entry.load.capacity(),
+    }
+}
