@@ -241,21 +241,9 @@ impl RegistryClient {
         query: Option<BlockingQuery>,
         max_bytes: usize,
     ) -> Result<NodeList, RegistryError> {
-        let mut request = self.http.get(self.nodes_url());
-        let mut timeout = self.request_timeout;
-        if let Some(BlockingQuery { index, wait }) = query {
-            request = request.query(&[
-                ("index", index.to_string()),
-                ("wait", format!("{}ms", wait.as_millis())),
-            ]);
-            timeout += wait + wait / 16;
-        }
-        let response = self.send(request, timeout).await?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(refused(status, response).await);
-        }
-        read_json(response, max_bytes).await
+        let params =
+            query.map(|BlockingQuery { index, wait }| (vec![("index", index.to_string())], wait));
+        self.blocking_get(self.nodes_url(), params, max_bytes).await
     }
 
     /// `GET /v1/changes`: the whole list without `view`, else what changed since it, as a
@@ -266,20 +254,37 @@ impl RegistryClient {
         wait: Duration,
         max_bytes: usize,
     ) -> Result<NodeChanges, RegistryError> {
-        let mut request = self.http.get(self.changes_url());
+        let params = view.map(
+            |FollowerView {
+                 epoch,
+                 index,
+                 loads,
+             }| {
+                let view = vec![
+                    ("epoch", epoch.to_string()),
+                    ("index", index.to_string()),
+                    ("loads", loads.to_string()),
+                ];
+                (view, wait)
+            },
+        );
+        self.blocking_get(self.changes_url(), params, max_bytes)
+            .await
+    }
+
+    /// A `GET` of JSON at `url`, a blocking query when `params` (the query and its wait) are
+    /// given: the timeout then grows by the wait and the master's jitter of up to wait/16.
+    async fn blocking_get<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        params: Option<(Vec<(&str, String)>, Duration)>,
+        max_bytes: usize,
+    ) -> Result<T, RegistryError> {
+        let mut request = self.http.get(url);
         let mut timeout = self.request_timeout;
-        if let Some(FollowerView {
-            epoch,
-            index,
-            loads,
-        }) = view
-        {
-            request = request.query(&[
-                ("epoch", epoch.to_string()),
-                ("index", index.to_string()),
-                ("loads", loads.to_string()),
-                ("wait", format!("{}ms", wait.as_millis())),
-            ]);
+        if let Some((mut query, wait)) = params {
+            query.push(("wait", format!("{}ms", wait.as_millis())));
+            request = request.query(&query);
             timeout += wait + wait / 16;
         }
         let response = self.send(request, timeout).await?;
