@@ -107,8 +107,23 @@ async fn a_node_whose_workers_all_spin_in_async_handlers_is_not_evicted() {
     };
     let spinning = Instant::now();
 
+    // The spins have started on every worker: the node counts a call from the moment its
+    // handler runs, and a spin never yields, so `WORKERS` calls counted means every worker is
+    // held (its heartbeats, from the lifecycle thread, carry the count).
+    loop {
+        let running = nodes(&http, &registry)
+            .await
+            .and_then(|list| list.nodes.iter().find(|n| n.id == ID).map(|n| n.in_flight));
+        if running.is_some_and(|n| n as usize >= WORKERS) {
+            break;
+        }
+        assert!(
+            spinning.elapsed() < Duration::from_secs(10),
+            "the spins never all ran (the node reports {running:?} calls in flight)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The workers are all held: a call that takes microseconds gets no answer in 1 s.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let probe = client(&addr).await;
     let mut ctx = context::current();
     ctx.deadline = Instant::now() + Duration::from_secs(1);

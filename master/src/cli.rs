@@ -46,6 +46,11 @@ pub struct MasterArgs {
     /// How long a silent node keeps its lease, in milliseconds (default: 3 intervals).
     #[arg(long, env = "DIST_TTL_MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
     pub ttl_ms: Option<u64>,
+    /// The heartbeats a second the master aims to receive at most: in larger clusters nodes are
+    /// told to beat less often (and their TTL grows in proportion). 0: never scale.
+    #[arg(long, env = "DIST_HEARTBEAT_BUDGET", default_value_t = defaults::HEARTBEAT_BUDGET,
+          value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub heartbeat_budget: u32,
     /// The most nodes the registry holds (registrations beyond get 503).
     #[arg(long, env = "DIST_MAX_NODES", default_value_t = defaults::MAX_NODES as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -77,6 +82,7 @@ impl MasterArgs {
         if let Some(ttl) = self.ttl_ms {
             config.ttl = Duration::from_millis(ttl);
         }
+        config.heartbeat_budget = Some(self.heartbeat_budget).filter(|b| *b > 0);
         config.max_nodes = usize::try_from(self.max_nodes).map_err(|_| CliError::TooLarge {
             flag: "--max-nodes",
         })?;

@@ -14,6 +14,11 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// How long after its last heartbeat a node is evicted. Default 3 x the interval.
     pub ttl: Duration,
+    /// The heartbeats a second the master aims to receive at most: beyond `budget × interval`
+    /// nodes, the interval (and TTL) handed to nodes grow with the cluster (see the registry's
+    /// `terms` module). Default 4,000 (about a quarter of a core on the benchmark machine);
+    /// `None` or 0: the configured interval whatever the size.
+    pub heartbeat_budget: Option<u32>,
     /// The most nodes the registry holds; more registrations get `503`. Default 100,000.
     pub max_nodes: usize,
     /// The largest request body the HTTP API reads. Default 64 KiB.
@@ -50,6 +55,7 @@ impl MasterConfig {
         Self {
             heartbeat_interval: interval,
             ttl: interval * defaults::TTL_INTERVALS,
+            heartbeat_budget: Some(defaults::HEARTBEAT_BUDGET),
             max_nodes: defaults::MAX_NODES,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(10),
@@ -65,6 +71,7 @@ impl std::fmt::Debug for MasterConfig {
         f.debug_struct("MasterConfig")
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("ttl", &self.ttl)
+            .field("heartbeat_budget", &self.heartbeat_budget)
             .field("max_nodes", &self.max_nodes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
@@ -80,6 +87,7 @@ impl std::fmt::Debug for MasterConfig {
 distribution_shared::with_setters!(MasterConfig {
     with_heartbeat_interval => heartbeat_interval: Duration,
     with_ttl => ttl: Duration,
+    with_heartbeat_budget => heartbeat_budget: Option<u32>,
     with_max_nodes => max_nodes: usize,
     with_max_body_bytes => max_body_bytes: usize,
     with_request_timeout => request_timeout: Duration,

@@ -30,10 +30,12 @@ use crate::observe;
 
 mod changes;
 mod publish;
+mod terms;
 
 use changes::LoadLog;
 pub use changes::{Changes, LOAD_HISTORY, View};
 use distribution_client::membership::{LoadReport, Membership};
+use terms::{Policy, Terms};
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
 /// made it; above, by the publisher task when it runs (see the module's documentation).
@@ -72,8 +74,8 @@ pub struct Registry {
 struct Shared {
     state: Mutex<State>,
     membership: watch::Sender<Membership>,
-    interval: Duration,
-    ttl: Duration,
+    /// The lease terms, scaled with the registry's size (see `terms`).
+    terms: Policy,
     max_nodes: usize,
     /// Wakes the publisher task after a change it must publish.
     publisher: Notify,
@@ -109,6 +111,8 @@ struct Entry {
     /// Whether the reaper found it late (a `late` event went out; the next heartbeat sends
     /// `back`).
     late: bool,
+    /// The lease terms it was last given: it is judged late and expired by these.
+    terms: Terms,
 }
 
 impl Registry {
@@ -127,8 +131,7 @@ impl Registry {
                     dirty: false,
                 }),
                 membership,
-                interval: config.heartbeat_interval,
-                ttl: config.ttl,
+                terms: Policy::new(config),
                 max_nodes: config.max_nodes,
                 publisher: Notify::new(),
                 deferred: AtomicBool::new(false),
@@ -165,6 +168,7 @@ impl Registry {
         let now = Instant::now();
         let mut state = self.lock();
         let state = &mut *state;
+        let terms = self.shared.terms.for_size(state.nodes.len() + 1);
         let mut changed = false;
         if let Some(old) = state.by_addr.get(&reg.addr).filter(|old| **old != reg.id) {
             let old = old.clone();
@@ -188,6 +192,7 @@ impl Registry {
                 }
                 entry.late = false;
                 entry.last_seen = now;
+                entry.terms = terms;
                 if entry.load.capacity() != reg.capacity {
                     entry.load.set(entry.load.in_flight(), reg.capacity);
                     state.loads.record(&entry.id);
@@ -208,6 +213,7 @@ impl Registry {
                     last_seen: now,
                     load: Arc::new(LoadReport::new(0, reg.capacity)),
                     late: false,
+                    terms,
                 };
                 state.loads.record(&entry.id);
                 state.nodes.insert(reg.id.clone(), entry);
@@ -221,18 +227,20 @@ impl Registry {
         if changed {
             self.publish(state);
         }
-        Ok(self.lease(&reg.id, &reg.addr))
+        Ok(lease(&reg.id, &reg.addr, terms))
     }
 
     /// Renews a node's lease and records the load it reports.
     pub fn heartbeat(&self, id: &str, beat: &Heartbeat) -> Result<Lease, RegistryError> {
         let mut guard = self.lock();
         let state = &mut *guard;
+        let terms = self.shared.terms.for_size(state.nodes.len());
         let entry = state
             .nodes
             .get_mut(id)
             .ok_or_else(|| RegistryError::UnknownNode(id.to_owned()))?;
         entry.last_seen = Instant::now();
+        entry.terms = terms;
         entry.served = beat.served;
         let capacity = beat.capacity.unwrap_or_else(|| entry.load.capacity());
         let changed = (beat.in_flight, capacity) != (entry.load.in_flight(), entry.load.capacity());
@@ -255,7 +263,7 @@ impl Registry {
             self.publish(state);
         }
         drop(guard);
-        Ok(self.lease(id, &addr))
+        Ok(lease(id, &addr, terms))
     }
 
     /// Removes a node that is leaving. Returns whether it was registered.
@@ -281,17 +289,15 @@ impl Registry {
     /// those one and a half intervals overdue (a `late` event each); returns the evicted ids.
     /// Also sets the nodes-by-state gauge, since it looks at every node anyway.
     pub fn evict_expired(&self, now: Instant) -> Vec<String> {
-        let ttl = self.shared.ttl;
-        let late_after = self.shared.interval + self.shared.interval / 2;
         let mut state = self.lock();
         let mut expired = Vec::new();
         let mut turned_late = Vec::new();
         let mut late = 0usize;
         for (id, entry) in state.nodes.iter_mut() {
             let silent = now.saturating_duration_since(entry.last_seen);
-            if silent > ttl {
+            if silent > entry.terms.ttl {
                 expired.push(id.clone());
-            } else if silent > late_after {
+            } else if silent > entry.terms.late_after() {
                 late += 1;
                 if !entry.late {
                     entry.late = true;
@@ -336,7 +342,6 @@ impl Registry {
 
     /// Every node as the API lists it, with ages measured at `now`, unsorted.
     fn infos(&self, state: &State, now: Instant) -> Vec<NodeInfo> {
-        let late_after = self.shared.interval + self.shared.interval / 2;
         state
             .nodes
             .values()
@@ -345,7 +350,7 @@ impl Registry {
                 NodeInfo {
                     id: e.id.to_string(),
                     addr: e.addr.to_string(),
-                    state: if age > late_after {
+                    state: if age > e.terms.late_after() {
                         NodeState::Late
                     } else {
                         NodeState::Up
@@ -369,22 +374,24 @@ impl Registry {
         self.len() == 0
     }
 
-    /// The heartbeat interval nodes are told to keep.
+    /// The configured heartbeat interval (what small registries hand out; see
+    /// [`Registry::lease_terms`] for the scaled one).
     pub fn interval(&self) -> Duration {
-        self.shared.interval
-    }
-
-    fn lease(&self, id: &str, addr: &str) -> Lease {
-        Lease {
-            id: id.to_owned(),
-            addr: addr.to_owned(),
-            heartbeat_interval_ms: self.shared.interval.as_millis() as u64,
-            ttl_ms: self.shared.ttl.as_millis() as u64,
-        }
+        self.shared.terms.base().interval
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock()
+    }
+}
+
+/// The lease answered to a node with these terms.
+fn lease(id: &str, addr: &str, terms: Terms) -> Lease {
+    Lease {
+        id: id.to_owned(),
+        addr: addr.to_owned(),
+        heartbeat_interval_ms: terms.interval.as_millis() as u64,
+        ttl_ms: terms.ttl.as_millis() as u64,
     }
 }
 
