@@ -49,6 +49,8 @@ pub enum Part {
     Hedging,
     /// Routed calls over 1 to 10,000 members vs raw tarpc.
     Scale,
+    /// A remote caller following 1,000 to 100,000 nodes: by changes vs by snapshots.
+    Follow,
 }
 
 impl Args {

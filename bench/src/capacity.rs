@@ -102,6 +102,8 @@ impl Plan {
 #[derive(Debug, Clone, Serialize)]
 struct Step {
     nodes: usize,
+    /// How often each node beats, in seconds.
+    period_s: f64,
     offered_per_s: f64,
     achieved_per_s: f64,
     ok: u64,
@@ -138,6 +140,9 @@ struct Figures {
     measured_seconds_per_step: u32,
     idle_rss_mb: f64,
     steps: Vec<Step>,
+    /// The CPU target's size at the default settings: each node beating at the interval the
+    /// master hands out at that size (the heartbeat budget), median of [`CPU_WINDOWS`] windows.
+    default_settings: Option<Step>,
     memory: Vec<Memory>,
 }
 
@@ -186,6 +191,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
     let mut steps = Vec::new();
     let mut memory = Vec::new();
     let mut registered = 0;
+    let mut default_settings = None;
     for &nodes in &plan.steps {
         let started = Instant::now();
         pool.register(registered, nodes).await?;
@@ -193,18 +199,25 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         let new = nodes - registered;
         registered = nodes;
         master.proc.ensure_running()?;
-        let mut step = pool.heartbeats(nodes, plan, pid).await?;
+        let mut step = pool
+            .heartbeats(nodes, Duration::from_secs(1), plan, pid)
+            .await?;
         if nodes == plan.cpu_at {
             // The step the CPU target reads: measured three times (this VM's CPU accounting is
             // noisy), the window with the median master CPU kept, all three recorded.
             let mut windows = vec![step];
             for _ in 1..CPU_WINDOWS {
-                windows.push(pool.heartbeats(nodes, plan, pid).await?);
+                windows.push(
+                    pool.heartbeats(nodes, Duration::from_secs(1), plan, pid)
+                        .await?,
+                );
             }
             let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
             windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
             step = windows.swap_remove(windows.len() / 2);
             step.cpu_samples_pct = samples;
+            default_settings =
+                Some(at_default_settings(&mut pool, registry, nodes, plan, pid).await?);
         }
         step.registered = new;
         step.registration_s = registration.as_secs_f64();
@@ -248,7 +261,44 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
         idle_rss_mb,
         steps,
         memory,
+        default_settings,
     })
+}
+
+/// The CPU target's step again, each node beating at the interval the master hands out at this
+/// size (read from a heartbeat's answer: the lease terms scale with the heartbeat budget).
+async fn at_default_settings(
+    pool: &mut Pool,
+    registry: SocketAddr,
+    nodes: usize,
+    plan: &Plan,
+    pid: u32,
+) -> anyhow::Result<Step> {
+    use distribution_shared::registry_client::{RegistryClient, RegistrySettings};
+    let client = RegistryClient::new(
+        &registry.to_string(),
+        RegistrySettings::new(Duration::from_secs(10)),
+    )?;
+    let beat = distribution_shared::wire::Heartbeat {
+        in_flight: 0,
+        capacity: None,
+        served: 0,
+    };
+    let lease = client.heartbeat("sim-0", &beat).await?;
+    let period = Duration::from_millis(lease.heartbeat_interval_ms);
+    let mut windows = Vec::new();
+    for _ in 0..CPU_WINDOWS {
+        windows.push(pool.heartbeats(nodes, period, plan, pid).await?);
+    }
+    let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
+    windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
+    let mut step = windows.swap_remove(windows.len() / 2);
+    step.cpu_samples_pct = samples;
+    eprintln!(
+        "capacity: {nodes} nodes at the default settings (every {period:?}): master CPU {:.1} %",
+        step.master_cpu_pct
+    );
+    Ok(step)
 }
 
 /// Microseconds as milliseconds (0 for no value).
@@ -277,6 +327,21 @@ fn section(figures: Figures) -> Section {
     for s in &figures.steps {
         section.row(vec![
             s.nodes.to_string(),
+            format!("{:.0}", s.offered_per_s),
+            format!("{:.0}", s.achieved_per_s),
+            format!("{:.2}", s.p50_ms),
+            format!("{:.2}", s.p99_ms),
+            format!("{:.2}", s.max_ms),
+            format!("{:.2}", s.p99_from_schedule_ms),
+            format!("{:.1}", s.master_cpu_pct),
+            format!("{:.1}", s.generator_cpu_pct),
+            format!("{:.1}", s.master_rss_mb),
+            if s.passed { "passed" } else { "FAILED" }.to_string(),
+        ]);
+    }
+    if let Some(s) = &figures.default_settings {
+        section.row(vec![
+            format!("{} every {:.1} s (default settings)", s.nodes, s.period_s),
             format!("{:.0}", s.offered_per_s),
             format!("{:.0}", s.achieved_per_s),
             format!("{:.2}", s.p50_ms),
@@ -342,6 +407,23 @@ fn section(figures: Figures) -> Section {
             )
         }),
         at_cpu.is_some_and(|s| s.passed && s.master_cpu_pct < CPU_TARGET_PCT),
+    );
+    let default = figures.default_settings.as_ref();
+    section.target(
+        format!(
+            "{} nodes at the default settings under {CPU_TARGET_PCT:.0} % of one core",
+            plan.cpu_at
+        ),
+        default.map_or("not reached".into(), |s| {
+            let at_1hz = at_cpu.map_or(f64::NAN, |c| c.master_cpu_pct);
+            format!(
+                "{:.1} % (every {:.1} s; {:.2} x the 1 Hz figure {at_1hz:.1} % of this run)",
+                s.master_cpu_pct,
+                s.period_s,
+                s.master_cpu_pct / at_1hz
+            )
+        }),
+        default.is_some_and(|s| s.passed && s.master_cpu_pct < CPU_TARGET_PCT),
     );
     let at_rss = figures.memory.iter().find(|m| m.nodes == plan.rss_at[1]);
     section.target(

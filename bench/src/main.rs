@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale,follow] [--quick]
 //! ```
 //!
 //! The parts:
@@ -30,6 +30,7 @@ mod blocking;
 mod capacity;
 mod connect;
 mod detection;
+mod follow;
 mod hedging;
 mod overhead;
 mod plot;
@@ -89,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Scale) {
         sections.push(scale::run(&args).await.context("scale")?);
+    }
+    if args.wants(Part::Follow) {
+        sections.push(follow::run(&args).await.context("follow")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);

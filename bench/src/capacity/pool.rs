@@ -77,16 +77,16 @@ impl Pool {
         Ok(())
     }
 
-    /// Runs one step: nodes `0..nodes` heartbeat once a second, node `i` at `i / nodes` of each
-    /// second, for the plan's warm-up and measured rounds. Each connection carries the nodes
-    /// `k, k + pool, ...` one request at a time.
+    /// Runs one step: nodes `0..nodes` heartbeat once every `period`, node `i` at `i / nodes`
+    /// of each period, for the plan's warm-up and measured rounds (of one period each). Each
+    /// connection carries the nodes `k, k + pool, ...` one request at a time.
     pub(super) async fn heartbeats(
         &mut self,
         nodes: usize,
+        period: Duration,
         plan: &Plan,
         master: u32,
     ) -> anyhow::Result<Step> {
-        let period = Duration::from_secs(1);
         let t0 = Instant::now() + Duration::from_millis(50);
         let window_start = t0 + period * plan.warmup_rounds;
         let window_end = window_start + period * plan.rounds;
@@ -177,6 +177,7 @@ impl Pool {
             && achieved >= MIN_ACHIEVED * offered;
         Ok(Step {
             nodes,
+            period_s: period.as_secs_f64(),
             offered_per_s: offered,
             achieved_per_s: achieved,
             ok,
