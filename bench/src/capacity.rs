@@ -294,6 +294,7 @@ async fn at_default_settings(
     windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
     let mut step = windows.swap_remove(windows.len() / 2);
     step.cpu_samples_pct = samples;
+    step.master_rss_mb = system::rss_mb(pid)?;
     eprintln!(
         "capacity: {nodes} nodes at the default settings (every {period:?}): master CPU {:.1} %",
         step.master_cpu_pct
