@@ -51,6 +51,8 @@ pub enum Part {
     Scale,
     /// A remote caller following 1,000 to 100,000 nodes: by changes vs by snapshots.
     Follow,
+    /// How evenly a router spreads calls: power of two choices vs exact least-used.
+    Spread,
 }
 
 impl Args {

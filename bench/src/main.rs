@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale,follow] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale,follow,spread] [--quick]
 //! ```
 //!
 //! The parts:
@@ -39,6 +39,7 @@ mod report;
 mod rounds;
 mod scale;
 mod scatter;
+mod spread;
 mod stats;
 mod system;
 
@@ -93,6 +94,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Follow) {
         sections.push(follow::run(&args).await.context("follow")?);
+    }
+    if args.wants(Part::Spread) {
+        sections.push(spread::run(&args).await.context("spread")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use distribution_shared::defaults;
-use distribution_shared::wire::{Heartbeat, Lease, NodeChanges, NodeList, RegisterRequest};
+use distribution_shared::wire::{Heartbeat, Lease, NodeList, RegisterRequest};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::MasterConfig;
 use crate::error::ApiError;
-use crate::registry::{Registration, Registry, View};
+use crate::registry::{Registration, Registry};
 use crate::watch::{BlockingQuery, Watchers};
 
 /// The header that carries the registry's index on `GET /v1/nodes`.
@@ -63,7 +63,7 @@ pub(crate) fn routes(
         ));
     let mut app = Router::new()
         .route("/v1/nodes", get(list))
-        .route("/v1/changes", get(changes))
+        .route("/v1/changes", get(crate::changes::changes))
         .route("/v1/events", get(crate::sse::events))
         .route("/", get(crate::status::page));
     if let Some(render) = config.metrics.clone() {
@@ -78,6 +78,7 @@ pub(crate) fn routes(
             shutdown.clone(),
         )))
         .layer(Extension(Watchers::new(shutdown)))
+        .layer(Extension(crate::changes::Encoded::default()))
         .layer(axum::middleware::from_fn(count_responses))
         .with_state(registry)
 }
@@ -162,73 +163,6 @@ async fn list(
         watchers.wait(&registry, query).await?;
     }
     Ok(node_list_response(registry.list(Instant::now())))
-}
-
-/// The query parameters of `GET /v1/changes`: the follower's view (`epoch`, `index`, `loads`,
-/// all three or none) and how long to wait for a membership change.
-#[derive(Debug, Default, Deserialize)]
-struct ChangesParams {
-    epoch: Option<String>,
-    index: Option<String>,
-    loads: Option<String>,
-    wait: Option<String>,
-}
-
-/// `GET /v1/changes`: what changed since the follower's view (see
-/// [`distribution_shared::wire::NodeChanges`]). With a view of this process whose index is the
-/// newest, a blocking query: it answers at the next membership event, or after `wait` with the
-/// load changes of that time. Without a view: the whole list at once.
-async fn changes(
-    State(registry): State<Registry>,
-    Extension(watchers): Extension<Watchers>,
-    params: Result<Query<ChangesParams>, QueryRejection>,
-) -> Result<Json<NodeChanges>, ApiError> {
-    let Query(params) = params?;
-    let number = |name: &str, raw: &Option<String>| -> Result<Option<u64>, ApiError> {
-        raw.as_deref()
-            .map(|raw| {
-                raw.trim().parse::<u64>().map_err(|_| {
-                    let shown: String = raw.chars().take(40).collect();
-                    ApiError::bad_request(format!(
-                        "{name} must be a non-negative integer, got {shown:?}"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    let view = match (
-        number("epoch", &params.epoch)?,
-        number("loads", &params.loads)?,
-    ) {
-        (Some(epoch), Some(loads)) => {
-            let query =
-                BlockingQuery::from_params(params.index.as_deref(), params.wait.as_deref())?
-                    .ok_or_else(|| ApiError::bad_request("epoch and loads need an index"))?;
-            if epoch == registry.epoch() {
-                watchers.wait_events(&registry, query).await?;
-            }
-            Some(View {
-                epoch,
-                index: query.index,
-                loads,
-            })
-        }
-        (None, None) if params.index.is_none() => None,
-        _ => {
-            return Err(ApiError::bad_request(
-                "give a view as epoch, index and loads together, or none of them",
-            ));
-        }
-    };
-    let changes = registry.changes_since(view);
-    Ok(Json(NodeChanges {
-        epoch: changes.epoch,
-        index: changes.index,
-        loads_index: changes.loads_index,
-        full: changes.full,
-        events: changes.events.iter().map(|e| (**e).clone()).collect(),
-        loads: changes.loads,
-    }))
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.

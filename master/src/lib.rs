@@ -20,6 +20,8 @@
 //!   [`error`] mapping refusals to 4xx/5xx; `watch` (blocking queries,
 //!   `GET /v1/nodes?index=N&wait=30s`) and `sse` (the event stream) hold no HTTP types of
 //!   their own beyond the handlers.
+//! - `changes` answers `GET /v1/changes` (what changed since a follower's view, from
+//!   `registry/changes.rs`), encoded once for the followers that ask the same.
 //! - [`events`] is the change feed: every join, leave, eviction, replacement, late and back, with
 //!   the registry's index, in a bounded history ([`events::HISTORY`]).
 //! - `status` is the live status page served at `GET /`; [`observe`] names the master's metrics.
@@ -36,6 +38,7 @@
 
 pub mod api;
 mod auth;
+mod changes;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;

@@ -50,6 +50,11 @@ pub struct RouterConfig {
     /// no handshake. `distribution_master::Master::router_with` and [`crate::remote`] fill it in from the
     /// master's or the remote caller's secret when it is `None`. Never logged.
     pub secret: Option<SecretString>,
+    /// Up to this many nodes every call compares them all (exact least-used); above, it draws
+    /// two at random and takes the less used (power of two choices). Default
+    /// 16; `usize::MAX`: always exact (a call then
+    /// costs in proportion to the cluster).
+    pub exact_pick_up_to: usize,
     /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
     /// call is hedged unless its [`CallOptions::hedge`] asks.
     pub hedge: Option<HedgePolicy>,
@@ -72,6 +77,7 @@ impl Default for RouterConfig {
             seed: None,
             secret: None,
             hedge: None,
+            exact_pick_up_to: super::pick::EXACT_UP_TO,
         }
     }
 }
@@ -128,6 +134,7 @@ distribution_shared::with_setters!(RouterConfig {
     with_seed => seed: Option<u64>,
     with_secret => secret: Option<SecretString>,
     with_hedge => hedge: Option<HedgePolicy>,
+    with_exact_pick_up_to => exact_pick_up_to: usize,
 });
 
 // `CallOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)

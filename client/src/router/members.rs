@@ -60,15 +60,17 @@ impl<C: ServiceClient> Shared<C> {
         let now = Instant::now();
         let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
         let score = |e: &Arc<Endpoint<C>>| e.score();
+        let exact = self.config.exact_pick_up_to;
         let found = pick::choose(
             &endpoints,
+            exact,
             |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
             score,
             rng,
         )
         .or_else(|| {
             fallback
-                .then(|| pick::choose(&endpoints, |e| fresh(e), score, rng))
+                .then(|| pick::choose(&endpoints, exact, |e| fresh(e), score, rng))
                 .flatten()
         })?;
         Some(endpoints[found].begin())

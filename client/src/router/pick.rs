@@ -13,7 +13,8 @@
 
 use rand::Rng;
 
-/// Up to this many items, [`choose`] scans them all.
+/// Up to this many items, [`choose`] scans them all (the default of
+/// `RouterConfig::exact_pick_up_to`).
 pub(crate) const EXACT_UP_TO: usize = 16;
 
 /// How many random draws [`choose`] makes to find two usable items before it falls back to a
@@ -24,11 +25,12 @@ const DRAWS: usize = 16;
 /// random usable items above [`EXACT_UP_TO`] (see the module docs). `None` if nothing is usable.
 pub(crate) fn choose<T, R: Rng>(
     items: &[T],
+    exact_up_to: usize,
     usable: impl Fn(&T) -> bool,
     score: impl Fn(&T) -> u64,
     rng: &mut R,
 ) -> Option<usize> {
-    if items.len() <= EXACT_UP_TO {
+    if items.len() <= exact_up_to {
         return least_used(items, usable, score, rng);
     }
     let mut first: Option<usize> = None;
@@ -107,7 +109,7 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(3);
         let loads: Vec<std::cell::Cell<u64>> = (0..1000).map(|_| std::cell::Cell::new(0)).collect();
         for _ in 0..100_000 {
-            let i = choose(&loads, |_| true, |l| l.get(), &mut rng).unwrap();
+            let i = choose(&loads, EXACT_UP_TO, |_| true, |l| l.get(), &mut rng).unwrap();
             loads[i].set(loads[i].get() + 1);
         }
         let most = loads.iter().map(|l| l.get()).max().unwrap();
@@ -122,11 +124,17 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(5);
         let items: Vec<u64> = (0..5000).collect();
         for _ in 0..100 {
-            assert_eq!(choose(&items, |i| *i == 4321, |_| 0, &mut rng), Some(4321));
-            let picked = choose(&items, |i| i % 2 == 0, |i| *i, &mut rng).unwrap();
+            assert_eq!(
+                choose(&items, EXACT_UP_TO, |i| *i == 4321, |_| 0, &mut rng),
+                Some(4321)
+            );
+            let picked = choose(&items, EXACT_UP_TO, |i| i % 2 == 0, |i| *i, &mut rng).unwrap();
             assert_eq!(picked % 2, 0);
         }
-        assert_eq!(choose(&items, |_| false, |_| 0, &mut rng), None);
+        assert_eq!(
+            choose(&items, EXACT_UP_TO, |_| false, |_| 0, &mut rng),
+            None
+        );
     }
 
     #[test]
