@@ -103,7 +103,10 @@ pub(crate) fn attempt(attempt: u32) {
     }
 }
 
-/// Sets a node's in-flight gauge to `in_flight`.
-pub(crate) fn node_in_flight(node: &Arc<str>, in_flight: u32) {
-    gauge!(ROUTER_NODE_IN_FLIGHT, "node" => Arc::clone(node)).set(in_flight);
+/// A node's in-flight gauge, looked up once per endpoint: each call then sets it without
+/// hashing the label into the recorder's registry (at 10,000 nodes that lookup cost about 5 µs
+/// per call, BENCHMARKS.md). A handle made before a recorder is installed stays a no-op: the
+/// programs install theirs before they make a router.
+pub(crate) fn node_in_flight_gauge(node: &Arc<str>) -> metrics::Gauge {
+    gauge!(ROUTER_NODE_IN_FLIGHT, "node" => Arc::clone(node))
 }

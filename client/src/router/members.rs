@@ -126,7 +126,7 @@ pub(super) async fn follow<C: ServiceClient>(
                     return;
                 };
                 for endpoint in shared.endpoints().iter() {
-                    crate::observe::node_in_flight(&endpoint.node.id, endpoint.own_in_flight());
+                    endpoint.refresh_gauge();
                 }
             }
         }

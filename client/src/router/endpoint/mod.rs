@@ -40,6 +40,8 @@ pub(crate) struct Endpoint<C: ServiceClient> {
     /// between two snapshots): the old report is no longer updated by anyone.
     load: ArcSwap<LoadReport>,
     in_flight: AtomicU32,
+    /// The `distribution_router_node_in_flight` gauge of this node (see `observe`).
+    in_flight_gauge: metrics::Gauge,
     served: AtomicU64,
     /// Backup requests sent to the node, and calls on it that a backup elsewhere outran.
     backups: AtomicU64,
@@ -79,6 +81,7 @@ impl<C: ServiceClient> Endpoint<C> {
             },
             load: ArcSwap::new(member.load.clone()),
             in_flight: AtomicU32::new(0),
+            in_flight_gauge: crate::observe::node_in_flight_gauge(&member.id),
             served: AtomicU64::new(0),
             backups: AtomicU64::new(0),
             outrun: AtomicU64::new(0),
@@ -162,10 +165,15 @@ impl<C: ServiceClient> Endpoint<C> {
         self.served.load(Ordering::Relaxed)
     }
 
+    /// Sets the node's in-flight gauge again (for exporters that drop gauges left unchanged).
+    pub(crate) fn refresh_gauge(&self) {
+        self.in_flight_gauge.set(self.own_in_flight());
+    }
+
     /// Counts a call as in flight until the returned guard is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight<C> {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        crate::observe::node_in_flight(&self.node.id, n);
+        self.in_flight_gauge.set(n);
         if self.is_probing(Instant::now()) {
             metrics::counter!(crate::observe::ROUTER_PROBES).increment(1);
         }
@@ -289,6 +297,6 @@ impl<C: ServiceClient> InFlight<C> {
 impl<C: ServiceClient> Drop for InFlight<C> {
     fn drop(&mut self) {
         let n = self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
-        crate::observe::node_in_flight(&self.endpoint.node.id, n);
+        self.endpoint.in_flight_gauge.set(n);
     }
 }
