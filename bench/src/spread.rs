@@ -57,7 +57,10 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
     config.capacity = 100_000;
     config.max_connections_per_ip = 100_000;
     let node = start_node(node_listener, config, HOLD)?;
-    anyhow::ensure!(node.wait_registered(Duration::from_secs(10)).await, "node registers");
+    anyhow::ensure!(
+        node.wait_registered(Duration::from_secs(10)).await,
+        "node registers"
+    );
     let mut cells = Vec::new();
     let mut registered = 1;
     for nodes in [3usize, 100] {
