@@ -1,4 +1,5 @@
-//! What changed since a follower's view: the membership events after its index (from the
+//! What readers get: the whole list ([`Registry::list`], `GET /v1/nodes`), and what changed since
+//! a follower's view: the membership events after its index (from the
 //! change feed, [`crate::events`]) and the nodes whose load changed after its load version
 //! (from the [`LoadLog`]), or the whole list when it has no usable view. This is what
 //! `GET /v1/changes` answers, so that a remote caller following 100,000 nodes receives the few
@@ -10,10 +11,10 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use distribution_shared::wire::{MembershipEvent, NodeInfo, NodeLoad};
+use distribution_shared::wire::{MembershipEvent, NodeInfo, NodeList, NodeLoad, NodeState};
 use tokio::time::Instant;
 
-use super::Registry;
+use super::{Registry, State};
 
 /// How many load changes the log keeps: a follower whose load version is older gets every
 /// node's figures (once), as after a restart. 64 Ki entries of an id each: at 10,000 heartbeats
@@ -93,6 +94,42 @@ pub struct Changes {
 }
 
 impl Registry {
+    /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
+    /// published one: a blocking query on it answers when the next snapshot is published.
+    pub fn list(&self, now: Instant) -> NodeList {
+        let (index, mut nodes) = {
+            let state = self.lock();
+            (state.published, self.infos(&state, now))
+        };
+        // Sorted after the lock is released: heartbeats do not wait for it.
+        nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        NodeList { index, nodes }
+    }
+
+    /// Every node as the API lists it, with ages measured at `now`, unsorted.
+    pub(super) fn infos(&self, state: &State, now: Instant) -> Vec<NodeInfo> {
+        state
+            .nodes
+            .values()
+            .map(|e| {
+                let age = now.saturating_duration_since(e.last_seen);
+                NodeInfo {
+                    id: e.id.to_string(),
+                    addr: e.addr.to_string(),
+                    state: if age > e.terms.late_after() {
+                        NodeState::Late
+                    } else {
+                        NodeState::Up
+                    },
+                    in_flight: e.load.in_flight(),
+                    capacity: e.load.capacity(),
+                    served: e.served,
+                    last_heartbeat_ms: age.as_millis() as u64,
+                }
+            })
+            .collect()
+    }
+
     /// This master process's epoch: random, so that a follower notices a restart even when the
     /// new process's index has grown past the old one's.
     pub fn epoch(&self) -> u64 {

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use distribution_shared::wire::{EventKind, Heartbeat, Lease, NodeInfo, NodeList, NodeState};
+use distribution_shared::wire::{EventKind, Heartbeat, Lease};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::info;
@@ -326,42 +326,6 @@ impl Registry {
         metrics::gauge!(observe::NODES, "state" => "up").set(up as f64);
         metrics::gauge!(observe::NODES, "state" => "late").set(late as f64);
         expired
-    }
-
-    /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
-    /// published one: a blocking query on it answers when the next snapshot is published.
-    pub fn list(&self, now: Instant) -> NodeList {
-        let (index, mut nodes) = {
-            let state = self.lock();
-            (state.published, self.infos(&state, now))
-        };
-        // Sorted after the lock is released: heartbeats do not wait for it.
-        nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        NodeList { index, nodes }
-    }
-
-    /// Every node as the API lists it, with ages measured at `now`, unsorted.
-    fn infos(&self, state: &State, now: Instant) -> Vec<NodeInfo> {
-        state
-            .nodes
-            .values()
-            .map(|e| {
-                let age = now.saturating_duration_since(e.last_seen);
-                NodeInfo {
-                    id: e.id.to_string(),
-                    addr: e.addr.to_string(),
-                    state: if age > e.terms.late_after() {
-                        NodeState::Late
-                    } else {
-                        NodeState::Up
-                    },
-                    in_flight: e.load.in_flight(),
-                    capacity: e.load.capacity(),
-                    served: e.served,
-                    last_heartbeat_ms: age.as_millis() as u64,
-                }
-            })
-            .collect()
     }
 
     /// How many nodes are registered.

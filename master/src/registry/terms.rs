@@ -11,10 +11,14 @@
 //! memberlist make the same trade). A dead node still leaves routing at the first call that
 //! fails on it (routers eject it), and a node that stops gracefully leaves at once.
 //!
+//! [`Registry::renew_all`] is the reaper's answer to its own pause (see `crate::lease`).
+//!
 //! Every answer to a registration or heartbeat carries the terms for the registry's size at that
 //! moment; each entry remembers the terms it was given, and is judged late or expired by those.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::Registry;
 use crate::config::MasterConfig;
@@ -80,6 +84,16 @@ impl Policy {
 }
 
 impl Registry {
+    /// Renews every lease as of `now` (the master was paused: the nodes' silence was its own, see
+    /// `lease`); returns how many.
+    pub fn renew_all(&self, now: Instant) -> usize {
+        let mut state = self.lock();
+        for entry in state.nodes.values_mut() {
+            entry.last_seen = entry.last_seen.max(now);
+        }
+        state.nodes.len()
+    }
+
     /// The heartbeat interval and TTL a node registering or beating now is given (scaled with
     /// the registry's size, see the module docs).
     pub fn lease_terms(&self) -> (Duration, Duration) {

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
+use distribution_shared::wire::NodeState;
+
 use super::*;
 
 fn reg(id: &str, addr: &str) -> Registration {

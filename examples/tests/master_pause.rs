@@ -1,0 +1,66 @@
+//! A master process paused with SIGSTOP for three TTLs and resumed evicts none of its nodes
+//! (issue #13, self-preservation): its reaper sees its own tick come far too late and renews
+//! every lease before judging any, and the nodes' next heartbeats arrive within an interval.
+//! Without it, the first tick after SIGCONT would evict every node at once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use distribution_shared::wire::NodeList;
+use support::procs::{start_master, start_node};
+
+const INTERVAL_MS: u64 = 300;
+const NODES: usize = 3;
+
+async fn listed(registry: &str) -> Option<usize> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{registry}/v1/nodes"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    Some(response.json::<NodeList>().await.ok()?.nodes.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_master_evicts_no_node_when_it_resumes() {
+    let (master, registry, _gateway) = start_master(INTERVAL_MS, &[]);
+    let _nodes: Vec<_> = (0..NODES).map(|_| start_node(&registry, &[])).collect();
+    let started = Instant::now();
+    while listed(&registry).await != Some(NODES) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the nodes register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ttl = Duration::from_millis(INTERVAL_MS) * distribution_shared::defaults::TTL_INTERVALS;
+
+    master.signal("STOP");
+    tokio::time::sleep(ttl * 3).await;
+    master.signal("CONT");
+
+    // Polled for 2 TTLs after the resume: every node stays listed at every answer.
+    let resumed = Instant::now();
+    let mut polls = 0;
+    while resumed.elapsed() < ttl * 2 {
+        match listed(&registry).await {
+            Some(n) => {
+                assert_eq!(
+                    n,
+                    NODES,
+                    "a node was evicted after the pause ({:?} in)",
+                    resumed.elapsed()
+                );
+                polls += 1;
+            }
+            None => assert!(
+                resumed.elapsed() < ttl,
+                "the master does not answer after SIGCONT"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(polls >= 10, "polled throughout ({polls} answers)");
+}
