@@ -1,12 +1,16 @@
 //! A master process paused with SIGSTOP for three TTLs and resumed evicts none of its nodes
 //! (issue #13, self-preservation): its reaper sees its own tick come far too late and renews
 //! every lease before judging any, and the nodes' next heartbeats arrive within an interval.
-//! Without it, the first tick after SIGCONT would evict every node at once.
+//! Without it, the first tick after SIGCONT would evict every node at once. A remote caller
+//! calling throughout (its follower stalls with the master) never sees a call fail.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use distribution_client::RouterConfig;
+use distribution_client::remote;
+use distribution_examples::service::CalcClient;
 use distribution_shared::wire::NodeList;
 use support::procs::{start_master, start_node};
 
@@ -36,6 +40,29 @@ async fn a_paused_master_evicts_no_node_when_it_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ttl = Duration::from_millis(INTERVAL_MS) * distribution_shared::defaults::TTL_INTERVALS;
+    let router = remote::connect::<CalcClient>(&registry, RouterConfig::default())
+        .await
+        .unwrap();
+    assert!(router.wait_for_nodes(NODES, Duration::from_secs(10)).await);
+    let stop_calls = tokio_util::sync::CancellationToken::new();
+    let caller = {
+        let (router, stop) = (router.clone(), stop_calls.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // Bounded: one call every 20 ms until told to stop (about 8 s here).
+            while !stop.is_cancelled() && ok < 10_000 {
+                match router
+                    .call(|c, ctx| async move { c.sum(ctx, vec![2, 3]).await })
+                    .await
+                {
+                    Ok(reply) if reply.value == Ok(5) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
 
     master.signal("STOP");
     tokio::time::sleep(ttl * 3).await;
@@ -63,4 +90,12 @@ async fn a_paused_master_evicts_no_node_when_it_resumes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(polls >= 10, "polled throughout ({polls} answers)");
+    stop_calls.cancel();
+    let (ok, failed) = caller.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "calls failed through the pause: {failed:?}"
+    );
+    assert!(ok >= 50, "the caller kept calling ({ok} calls)");
+    eprintln!("{ok} calls through the pause, none failed");
 }
