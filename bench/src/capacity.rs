@@ -225,10 +225,7 @@ async fn measure(demo: &Path, log: &Path, plan: &Plan, quick: bool) -> anyhow::R
                         .await?,
                 );
             }
-            let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
-            windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
-            step = windows.swap_remove(windows.len() / 2);
-            step.cpu_samples_pct = samples;
+            step = median_window(windows);
             default_settings =
                 Some(at_default_settings(&mut pool, registry, nodes, plan, pid).await?);
         }
@@ -323,10 +320,7 @@ async fn at_default_settings(
     for _ in 0..CPU_WINDOWS {
         windows.push(pool.heartbeats(nodes, period, plan, pid).await?);
     }
-    let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
-    windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
-    let mut step = windows.swap_remove(windows.len() / 2);
-    step.cpu_samples_pct = samples;
+    let mut step = median_window(windows);
     step.master_rss_mb = system::rss_mb(pid)?;
     eprintln!(
         "capacity: {nodes} nodes at the default settings (every {period:?}): master CPU {:.1} %",
@@ -338,6 +332,32 @@ async fn at_default_settings(
 /// Microseconds as milliseconds (0 for no value).
 fn ms(us: Option<u32>) -> f64 {
     us.map_or(0.0, |us| f64::from(us) / 1e3)
+}
+
+/// Of the windows of one step, the one with the median master CPU, carrying every window's CPU.
+fn median_window(mut windows: Vec<Step>) -> Step {
+    let samples: Vec<f64> = windows.iter().map(|w| w.master_cpu_pct).collect();
+    windows.sort_by(|a, b| a.master_cpu_pct.total_cmp(&b.master_cpu_pct));
+    let mut step = windows.swap_remove(windows.len() / 2);
+    step.cpu_samples_pct = samples;
+    step
+}
+
+/// A step's row of the table, under `label`.
+fn step_row(label: String, s: &Step) -> Vec<String> {
+    vec![
+        label,
+        format!("{:.0}", s.offered_per_s),
+        format!("{:.0}", s.achieved_per_s),
+        format!("{:.2}", s.p50_ms),
+        format!("{:.2}", s.p99_ms),
+        format!("{:.2}", s.max_ms),
+        format!("{:.2}", s.p99_from_schedule_ms),
+        format!("{:.1}", s.master_cpu_pct),
+        format!("{:.1}", s.generator_cpu_pct),
+        format!("{:.1}", s.master_rss_mb),
+        if s.passed { "passed" } else { "FAILED" }.to_string(),
+    ]
 }
 
 /// The table and targets of the run.
@@ -359,34 +379,11 @@ fn section(figures: Figures) -> Section {
         ],
     );
     for s in &figures.steps {
-        section.row(vec![
-            s.nodes.to_string(),
-            format!("{:.0}", s.offered_per_s),
-            format!("{:.0}", s.achieved_per_s),
-            format!("{:.2}", s.p50_ms),
-            format!("{:.2}", s.p99_ms),
-            format!("{:.2}", s.max_ms),
-            format!("{:.2}", s.p99_from_schedule_ms),
-            format!("{:.1}", s.master_cpu_pct),
-            format!("{:.1}", s.generator_cpu_pct),
-            format!("{:.1}", s.master_rss_mb),
-            if s.passed { "passed" } else { "FAILED" }.to_string(),
-        ]);
+        section.row(step_row(s.nodes.to_string(), s));
     }
     if let Some(s) = &figures.default_settings {
-        section.row(vec![
-            format!("{} every {:.1} s (default settings)", s.nodes, s.period_s),
-            format!("{:.0}", s.offered_per_s),
-            format!("{:.0}", s.achieved_per_s),
-            format!("{:.2}", s.p50_ms),
-            format!("{:.2}", s.p99_ms),
-            format!("{:.2}", s.max_ms),
-            format!("{:.2}", s.p99_from_schedule_ms),
-            format!("{:.1}", s.master_cpu_pct),
-            format!("{:.1}", s.generator_cpu_pct),
-            format!("{:.1}", s.master_rss_mb),
-            if s.passed { "passed" } else { "FAILED" }.to_string(),
-        ]);
+        let label = format!("{} every {:.1} s (default settings)", s.nodes, s.period_s);
+        section.row(step_row(label, s));
     }
     for m in &figures.memory {
         let mut cells = vec![format!("{} registered", m.nodes)];
