@@ -42,7 +42,7 @@ export DIST_HEARTBEAT_MS=${E2E_HEARTBEAT_MS:-1000}
 export DIST_SUM_DELAY_MS=${E2E_SUM_DELAY_MS:-50}
 export RUST_LOG=${E2E_RUST_LOG:-info}
 EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
-STEP_NAMES=(up wait-3 healthy sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
+STEP_NAMES=(up wait-3 healthy sum-parallel palindrom two-services scale-5 scale-1 kill-node restart-master partition)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
 HELPER="$HERE/e2e_helper.py"
@@ -151,6 +151,10 @@ step_sum_parallel() {
 
 step_palindrom() {
     py palindrom "$GATEWAY" 10000000 6536
+}
+
+step_two_services() { # the `text` container next to the `calc` nodes: each routed to its own
+    py two-services "$REGISTRY" "$GATEWAY" 30
 }
 
 step_scale_5() {

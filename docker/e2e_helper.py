@@ -16,8 +16,9 @@ def get(url, json_accept=True, timeout=5.0):
         return resp.status, resp.read().decode("utf-8", "replace")
 
 
-def nodes(reg):
-    status, body = get(reg + "/v1/nodes", timeout=2.0)
+def nodes(reg, service="calc"):
+    """The registered nodes of one service (the scaled `node` containers serve `calc`)."""
+    status, body = get(reg + "/v1/nodes?service=" + service, timeout=2.0)
     if status != 200:
         raise RuntimeError(f"GET /v1/nodes: HTTP {status}")
     return json.loads(body)["nodes"]
@@ -61,6 +62,34 @@ def check_sum(gw, timeout=10.0):
         raise RuntimeError(f"{values}: got {doc['result']}, want {sum(values)}")
     node = doc.get("node") or {}
     return str(node.get("id")), str(node.get("addr"))
+
+
+def cmd_two_services(reg, gw, count):
+    """Both services listed with their counts; /upper answered by `text` nodes only and /sum by
+    `calc` nodes only, every request of `count` each."""
+    count = int(count)
+    status, body = get(reg + "/v1/services")
+    services = {s["name"]: s["nodes"] for s in json.loads(body)["services"]}
+    print(f"    /v1/services: {services}")
+    if services.get("text", 0) < 1 or services.get("calc", 0) < 1:
+        print("    both services must be listed")
+        return 1
+    text_ids = {n["id"] for n in nodes(reg, "text")}
+    calc_ids = {n["id"] for n in nodes(reg, "calc")}
+    bad = 0
+    for i in range(count):
+        word = f"word{i}"
+        status, body = get(f"{gw}/upper?text={word}", json_accept=False)
+        node = body.split("Response from node ", 1)[-1].split(" ", 1)[0]
+        if status != 200 or word.upper() not in body or not any(node.startswith(t) for t in text_ids):
+            bad += 1
+            print(f"    /upper {i}: HTTP {status}: {body.strip()[:200]}")
+        node_id, _ = check_sum(gw)
+        if node_id not in calc_ids:
+            bad += 1
+            print(f"    /sum {i}: answered by {node_id}, not a calc node {sorted(calc_ids)}")
+    print(f"    {count} /upper and {count} /sum: {bad} wrong; text {sorted(text_ids)}, calc {len(calc_ids)} nodes")
+    return 1 if bad else 0
 
 
 def cmd_free_ports(count):
@@ -223,7 +252,7 @@ COMMANDS = {
     "served": cmd_served, "wait-served": cmd_wait_served,
     "wait-count": cmd_wait_count, "wait-gone": cmd_wait_gone, "wait-present": cmd_wait_present,
     "sum-parallel": cmd_sum_parallel, "palindrom": cmd_palindrom, "load": cmd_load,
-    "load-report": cmd_load_report,
+    "load-report": cmd_load_report, "two-services": cmd_two_services,
 }
 
 if __name__ == "__main__":

@@ -313,6 +313,7 @@ async fn at_default_settings(
         in_flight: 0,
         capacity: None,
         served: 0,
+        ..Default::default()
     };
     let lease = client.heartbeat("sim-0", &beat).await?;
     let period = Duration::from_millis(lease.heartbeat_interval_ms);

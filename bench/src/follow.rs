@@ -224,14 +224,14 @@ async fn follow(
     match mode {
         Mode::None => tokio::time::sleep_until(end).await,
         Mode::Changes => {
-            let first = client.changes(None, wait, MAX_BYTES).await?;
+            let first = client.changes(None, None, wait, MAX_BYTES).await?;
             let mut view = FollowerView {
                 epoch: first.epoch,
                 index: first.index,
                 loads: first.loads_index,
             };
             while Instant::now() < end {
-                let answer = client.changes(Some(view), wait, MAX_BYTES).await?;
+                let answer = client.changes(Some(view), None, wait, MAX_BYTES).await?;
                 bytes += serde_json::to_vec(&answer)?.len();
                 for event in answer.events.iter().filter(|e| e.kind == EventKind::Join) {
                     note(&event.node, &mut seen);
@@ -301,6 +301,7 @@ impl Driver {
             in_flight: self.round % 7 + 1,
             capacity: None,
             served: u64::from(self.round),
+            ..Default::default()
         };
         let share = (nodes / 100).max(1);
         let start = self.oldest + (self.round as usize * share) % nodes;
@@ -333,15 +334,13 @@ fn sim_id(i: usize) -> String {
 
 fn request(i: usize) -> RegisterRequest {
     RegisterRequest {
-        id: sim_id(i),
-        port: 7000,
         addr: Some(format!(
             "10.{}.{}.{}:7000",
             (i >> 16) & 0xff,
             (i >> 8) & 0xff,
             i & 0xff
         )),
-        capacity: None,
+        ..RegisterRequest::new(sim_id(i), 7000)
     }
 }
 

@@ -267,9 +267,12 @@ async fn measure(
             let i = registered - 1;
             registry
                 .register(Registration {
-                    id: format!("sim-{i}"),
-                    addr: member_addr(i, port),
-                    capacity: defaults::NODE_CAPACITY,
+                    service: <CalcClient as distribution_shared::ServiceClient>::SERVICE.to_owned(),
+                    ..Registration::new(
+                        format!("sim-{i}"),
+                        member_addr(i, port),
+                        defaults::NODE_CAPACITY,
+                    )
                 })
                 .map_err(|e| anyhow::anyhow!("registering a member: {e}"))?;
             registered += 1;

@@ -66,9 +66,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
     for nodes in [3usize, 100] {
         for i in registered..nodes {
             master.registry().register(Registration {
-                id: format!("member-{i:03}"),
-                addr: format!("127.0.1.{i}:{port}"),
-                capacity: 100_000,
+                service: <CalcClient as distribution_shared::ServiceClient>::SERVICE.to_owned(),
+                ..Registration::new(
+                    format!("member-{i:03}"),
+                    format!("127.0.1.{i}:{port}"),
+                    100_000,
+                )
             })?;
         }
         registered = nodes;

@@ -6,13 +6,16 @@
 //! the registry updates in place and the router reads when it picks a node.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-/// The load a node reported in its last heartbeat, shared between the registry and the routers.
+/// The load a node reported in its last heartbeat, and whether it is in maintenance, shared
+/// between the registry (or a remote follower) and the routers, updated in place: a router sees
+/// a node go into maintenance at its next pick, without a new snapshot.
 #[derive(Debug, Default)]
 pub struct LoadReport {
     in_flight: AtomicU32,
     capacity: AtomicU32,
+    maintenance: AtomicBool,
     /// Grows at every report, so a reader can tell a new report from the one it saw.
     seq: AtomicU64,
 }
@@ -23,6 +26,7 @@ impl LoadReport {
         Self {
             in_flight: AtomicU32::new(in_flight),
             capacity: AtomicU32::new(capacity),
+            maintenance: AtomicBool::new(false),
             seq: AtomicU64::new(0),
         }
     }
@@ -48,6 +52,16 @@ impl LoadReport {
     pub fn capacity(&self) -> u32 {
         self.capacity.load(Ordering::Relaxed)
     }
+
+    /// Puts the node in maintenance (`true`: routers send it no new call) or takes it out.
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, Ordering::Release);
+    }
+
+    /// Whether the node is in maintenance.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(Ordering::Acquire)
+    }
 }
 
 /// One routable node.
@@ -57,8 +71,30 @@ pub struct Member {
     pub id: Arc<str>,
     /// The `host:port` its tarpc server answers on.
     pub addr: Arc<str>,
-    /// Its last reported load, updated in place at each heartbeat.
+    /// The service it serves: a router routes only to members of its own.
+    pub service: Arc<str>,
+    /// Its tags, which a router may require ([`crate::RouterConfig::tags`]).
+    pub tags: Arc<[Arc<str>]>,
+    /// Its last reported load (and maintenance), updated in place at each heartbeat.
     pub load: Arc<LoadReport>,
+}
+
+impl Member {
+    /// A member of the default service with no tags (tests and tools).
+    pub fn new(id: &str, addr: &str, load: Arc<LoadReport>) -> Self {
+        Self {
+            id: id.into(),
+            addr: addr.into(),
+            service: distribution_shared::wire::DEFAULT_SERVICE.into(),
+            tags: Arc::from(Vec::new()),
+            load,
+        }
+    }
+
+    /// Whether a router of `service` that requires `tags` routes to this member.
+    pub fn serves(&self, service: &str, tags: &[String]) -> bool {
+        *self.service == *service && tags.iter().all(|t| self.tags.iter().any(|m| **m == **t))
+    }
 }
 
 /// A version of the node set: what the registry publishes, what the router follows.

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use distribution_client::{CallRouter, RouterConfig};
+use distribution_client::RouterConfig;
 use distribution_master::http;
 use distribution_master::{Master, MasterConfig};
 use distribution_node::{NodeConfig, NodeHandle, handler};
@@ -41,9 +41,12 @@ impl DemoMaster {
         let limits = config.http.clone().with_tls(None);
         let metrics = config.metrics.clone();
         let master = Master::start(registry, config)?;
-        let router: CallRouter<CalcClient> = master.router_with(router);
+        let routers = gateway::Routers {
+            calc: master.router_with(router.clone()),
+            text: master.router_with(router),
+        };
         let gateway_addr = gateway.local_addr()?;
-        let mut app = gateway::routes(router);
+        let mut app = gateway::routes(routers);
         if let Some(render) = metrics {
             app = app.route(
                 "/metrics",
@@ -70,13 +73,15 @@ impl DemoMaster {
     }
 }
 
-/// Starts a demo node on `listener`, whose `sum` sleeps `sum_delay` before answering.
+/// Starts a demo node on `listener` serving `Calc` (registered as service `calc`), whose `sum`
+/// sleeps `sum_delay` before answering.
 pub fn start_node(
     listener: TcpListener,
     config: NodeConfig,
     sum_delay: Duration,
 ) -> Result<NodeHandle, distribution_node::StartError> {
     let server = CalcServer { sum_delay };
+    let config = config.serving::<CalcClient>();
     distribution_node::start(listener, config, handler!(server.serve()))
 }
 
@@ -88,7 +93,7 @@ pub fn start_faulty_node(
 ) -> Result<NodeHandle, distribution_node::StartError> {
     distribution_node::start(
         listener,
-        config,
+        config.serving::<CalcClient>(),
         |_ctx, _req: crate::service::CalcRequest| async move {
             Err::<crate::service::CalcResponse, _>(tarpc::ServerError::new(
                 std::io::ErrorKind::Other,

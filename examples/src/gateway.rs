@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::palindrome::{self, MAX_N};
 use crate::service::{CalcClient, SumError, palindromes_answer};
+use crate::text::TextClient;
 
 /// How long one node may take to answer a `/sum` before the gateway tries another: well above
 /// the demo's simulated delay (1 s in the Go original), well below the 10 s deadline.
@@ -48,13 +49,35 @@ pub fn chunk_hedge_delay(len: u64) -> Duration {
 /// The most values one `/sum` accepts.
 pub const MAX_VALUES: usize = 10_000;
 
-/// The gateway's routes over `router`.
-pub fn routes(router: CallRouter<CalcClient>) -> HttpRouter {
+/// The routers the gateway routes with: one per service.
+#[derive(Clone)]
+pub struct Routers {
+    /// `/sum` and `/palindrom`: the `calc` nodes.
+    pub calc: CallRouter<CalcClient>,
+    /// `/upper`: the `text` nodes.
+    pub text: CallRouter<TextClient>,
+}
+
+impl axum::extract::FromRef<Routers> for CallRouter<CalcClient> {
+    fn from_ref(routers: &Routers) -> Self {
+        routers.calc.clone()
+    }
+}
+
+impl axum::extract::FromRef<Routers> for CallRouter<TextClient> {
+    fn from_ref(routers: &Routers) -> Self {
+        routers.text.clone()
+    }
+}
+
+/// The gateway's routes over `routers`.
+pub fn routes(routers: Routers) -> HttpRouter {
     HttpRouter::new()
         .route("/sum", get(sum))
         .route("/palindrom", get(palindrom))
+        .route("/upper", get(crate::text::upper))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(router)
+        .with_state(routers)
 }
 
 /// A gateway answer: a status and a message, in text or JSON.

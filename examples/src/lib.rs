@@ -5,7 +5,8 @@
 //!
 //! - `master`: the registry on `:3000` plus an HTTP gateway on `:3001` answering `/sum` and
 //!   `/palindrom` by routing calls to the nodes ([`gateway`]);
-//! - `node --master HOST:PORT`: a node serving the [`service::Calc`] service;
+//! - `node --master HOST:PORT`: a node serving the [`service::Calc`] service (`calc`), or with
+//!   `--service text` the [`text::Text`] service (`text`, the gateway's `/upper`);
 //! - `client --master HOST:PORT sum|palindrome|watch`: a job run from its own process through a
 //!   remote router that calls the nodes directly ([`client`]).
 //!
@@ -20,3 +21,4 @@ pub mod gateway;
 pub mod palindrome;
 pub mod service;
 pub mod telemetry;
+pub mod text;

@@ -46,7 +46,7 @@ pub trait Calc {
 /// The longest one [`Calc::spin`] call spins: 60 s.
 pub const MAX_SPIN: Duration = Duration::from_secs(60);
 
-distribution_shared::service_client!(CalcClient);
+distribution_shared::service_client!(CalcClient, "calc");
 
 /// The node-side implementation of [`Calc`].
 #[derive(Debug, Clone, Default)]

@@ -59,7 +59,7 @@ async fn calls_queued_on_a_blackholed_node_share_one_dial_and_fail_over() {
     let answer = reqwest::Client::new()
         .post(format!("http://{registry}/v1/nodes"))
         .json(
-            &serde_json::json!({"id": "blackhole", "port": hole.port(), "addr": hole.to_string()}),
+            &serde_json::json!({"id": "blackhole", "port": hole.port(), "addr": hole.to_string(), "service": "calc"}),
         )
         .send()
         .await

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::registry::{Registry, View};
+use crate::registry::{Filter, Registry, View};
 use crate::watch::{BlockingQuery, Watchers};
 
 /// The query parameters of `GET /v1/changes`: the follower's view (`epoch`, `index`, `loads`,
@@ -27,6 +27,8 @@ pub(crate) struct ChangesParams {
     index: Option<String>,
     loads: Option<String>,
     wait: Option<String>,
+    /// Only this service's nodes, events and load figures.
+    service: Option<String>,
 }
 
 /// `GET /v1/changes`: what changed since the follower's view (see
@@ -40,6 +42,10 @@ pub(crate) async fn changes(
     params: Result<Query<ChangesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
+    if let Some(service) = &params.service {
+        crate::api::validate_service(service)?;
+    }
+    let service = params.service.as_deref();
     let number = |name: &str, raw: &Option<String>| -> Result<Option<u64>, ApiError> {
         raw.as_deref()
             .map(|raw| {
@@ -61,7 +67,7 @@ pub(crate) async fn changes(
                 BlockingQuery::from_params(params.index.as_deref(), params.wait.as_deref())?
                     .ok_or_else(|| ApiError::bad_request("epoch and loads need an index"))?;
             if epoch == registry.epoch() {
-                watchers.wait_events(&registry, query).await?;
+                watchers.wait_events(&registry, query, service).await?;
             }
             Some(View {
                 epoch,
@@ -76,8 +82,18 @@ pub(crate) async fn changes(
             ));
         }
     };
-    let changes = registry.changes_since(view);
-    let key = (view, changes.epoch, changes.index, changes.loads_index);
+    let filter = Filter {
+        service: params.service.clone(),
+        tag: None,
+    };
+    let changes = registry.changes_since(view, &filter);
+    let key = (
+        view,
+        params.service,
+        changes.epoch,
+        changes.index,
+        changes.loads_index,
+    );
     let body = encoded.get_or_encode(key, || {
         serde_json::to_vec(&NodeChanges {
             epoch: changes.epoch,
@@ -103,9 +119,9 @@ pub(crate) struct Encoded {
     last: Arc<Mutex<Option<(Key, Bytes)>>>,
 }
 
-/// What an encoded answer answers: the view asked with, and the epoch, index and load version
-/// of the answer (the same versions always give the same changes).
-type Key = (Option<View>, u64, u64, u64);
+/// What an encoded answer answers: the view and service asked with, and the epoch, index and
+/// load version of the answer (the same versions always give the same changes).
+type Key = (Option<View>, Option<String>, u64, u64, u64);
 
 impl Encoded {
     fn get_or_encode(
@@ -148,11 +164,17 @@ mod tests {
             loads: 9,
         });
         for _ in 0..3 {
-            encoded.get_or_encode((view, 1, 5, 9), encode).unwrap();
+            encoded
+                .get_or_encode((view, None, 1, 5, 9), encode)
+                .unwrap();
         }
         assert_eq!(encodings.get(), 1, "three followers, one encoding");
-        encoded.get_or_encode((view, 1, 5, 10), encode).unwrap();
-        encoded.get_or_encode((None, 1, 5, 10), encode).unwrap();
+        encoded
+            .get_or_encode((view, None, 1, 5, 10), encode)
+            .unwrap();
+        encoded
+            .get_or_encode((None, None, 1, 5, 10), encode)
+            .unwrap();
         assert_eq!(
             encodings.get(),
             3,

@@ -35,6 +35,15 @@ pub(crate) struct EventLog {
     newest: watch::Sender<u64>,
 }
 
+/// The node an event is about: cheap clones of its registry entry's fields.
+#[derive(Debug, Clone)]
+pub(crate) struct Subject {
+    pub(crate) id: Arc<str>,
+    pub(crate) addr: Arc<str>,
+    pub(crate) service: Arc<str>,
+    pub(crate) tags: Arc<[Arc<str>]>,
+}
+
 /// What a reader gets from [`Registry::events_since`].
 #[derive(Debug, Clone, Default)]
 pub struct Since {
@@ -54,14 +63,7 @@ impl EventLog {
     }
 
     /// Appends an event at `index` (the caller bumped the registry's index).
-    pub(crate) fn record(
-        &mut self,
-        index: u64,
-        kind: EventKind,
-        node: &str,
-        addr: &str,
-        reason: String,
-    ) {
+    pub(crate) fn record(&mut self, index: u64, kind: EventKind, node: &Subject, reason: String) {
         if self.ring.len() == HISTORY {
             self.ring.pop_front();
         }
@@ -72,8 +74,15 @@ impl EventLog {
             index,
             time_ms,
             kind,
-            node: node.to_owned(),
-            addr: addr.to_owned(),
+            node: node.id.to_string(),
+            addr: node.addr.to_string(),
+            service: node.service.to_string(),
+            tags: match kind {
+                EventKind::Join | EventKind::Moved => {
+                    node.tags.iter().map(|t| t.to_string()).collect()
+                }
+                _ => Vec::new(),
+            },
             reason,
         }));
         self.newest.send_replace(index);
@@ -145,7 +154,13 @@ mod tests {
     fn log_with(n: u64) -> EventLog {
         let mut log = EventLog::new();
         for i in 1..=n {
-            log.record(i, EventKind::Join, "n", "a:1", String::new());
+            let node = Subject {
+                id: "n".into(),
+                addr: "a:1".into(),
+                service: "default".into(),
+                tags: Arc::from(Vec::new()),
+            };
+            log.record(i, EventKind::Join, &node, String::new());
         }
         log
     }

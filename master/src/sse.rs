@@ -61,6 +61,8 @@ impl Feed {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct EventParams {
     after: Option<String>,
+    /// Only the events of this service's nodes.
+    service: Option<String>,
 }
 
 /// Where a client resumes: `Last-Event-ID`, else `?after`, else the newest index (only new
@@ -85,6 +87,9 @@ pub(crate) async fn events(
     params: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
+    if let Some(service) = &params.service {
+        crate::api::validate_service(service)?;
+    }
     let newest = *feed.registry.subscribe_events().borrow();
     let after = resume_from(&headers, &params, newest)?;
     let Ok(slot) = feed.slots.clone().try_acquire_owned() else {
@@ -106,7 +111,12 @@ pub(crate) async fn events(
         feed: feed.clone(),
         _slot: slot,
     };
+    let service = params.service;
     let body = events::stream(feed.registry.clone(), after)
+        .filter(move |event| {
+            let keep = service.as_deref().is_none_or(|s| event.service == s);
+            std::future::ready(keep)
+        })
         .map(move |event| {
             let _ = &guard;
             Ok::<_, Infallible>(to_sse(&event))

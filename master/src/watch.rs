@@ -171,16 +171,29 @@ impl Watchers {
     }
 
     /// [`Watchers::wait`] on the change feed's newest event index instead (what
-    /// `GET /v1/changes` follows: every event, published snapshot or not).
+    /// `GET /v1/changes` follows: every event, published snapshot or not). With a `service`,
+    /// only a change of that service ends the wait ([`Registry::changed_since`]): the events of
+    /// other services wake this task, which looks and waits again, but do not answer the query.
     pub(crate) async fn wait_events(
         &self,
         registry: &Registry,
         query: BlockingQuery,
+        service: Option<&str>,
     ) -> Result<(), WatchError> {
         let mut newest = registry.subscribe_events();
-        let changed = *newest.borrow() != query.index;
+        newest.borrow_and_update();
+        let changed = registry.changed_since(service, query.index);
         self.hold(changed, query, async move |wait| {
-            let changed = newest.wait_for(|index| *index != query.index);
+            // The registry is asked with no borrow of the watch held: its writers hold the
+            // registry's lock while they send.
+            let changed = async {
+                while newest.changed().await.is_ok() {
+                    if registry.changed_since(service, query.index) {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            };
             tokio::select! {
                 _ = tokio::time::timeout(wait, changed) => {}
                 _ = self.shutdown.cancelled() => {}
@@ -239,12 +252,8 @@ mod tests {
     }
 
     fn join(r: &Registry, id: &str, port: u16) {
-        r.register(Registration {
-            id: id.into(),
-            addr: format!("127.0.0.1:{port}"),
-            capacity: 4,
-        })
-        .unwrap();
+        r.register(Registration::new(id, format!("127.0.0.1:{port}"), 4))
+            .unwrap();
     }
 
     #[test]

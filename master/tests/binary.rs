@@ -106,10 +106,8 @@ async fn serves_the_registry_configured_from_the_environment_and_stops_on_sigter
     assert_eq!(open.status(), 401, "DIST_SECRET must close the /v1 API");
 
     let registration = RegisterRequest {
-        id: "node-a".into(),
-        port: 4100,
         addr: Some("127.0.0.1:4100".into()),
-        capacity: None,
+        ..RegisterRequest::new("node-a", 4100)
     };
     let lease: Lease = http
         .post(url("/v1/nodes"))

@@ -25,11 +25,11 @@ async fn master() -> (Master, String) {
 fn join(master: &Master, i: usize) {
     master
         .registry()
-        .register(Registration {
-            id: format!("n{i:05}"),
-            addr: format!("127.0.0.{}:{}", 1 + i / 60_000, 1_000 + i % 60_000),
-            capacity: 8,
-        })
+        .register(Registration::new(
+            format!("n{i:05}"),
+            format!("127.0.0.{}:{}", 1 + i / 60_000, 1_000 + i % 60_000),
+            8,
+        ))
         .unwrap();
 }
 
@@ -72,6 +72,7 @@ async fn a_follower_gets_what_changed_not_the_whole_list() {
             in_flight: 3,
             capacity: None,
             served: 1,
+            ..Default::default()
         };
         master
             .registry()
@@ -83,6 +84,7 @@ async fn a_follower_gets_what_changed_not_the_whole_list() {
         in_flight: 0,
         capacity: None,
         served: 2,
+        ..Default::default()
     };
     master.registry().heartbeat("n00001", &same).unwrap();
     join(&master, NODES);

@@ -22,11 +22,7 @@ async fn master(config: MasterConfig) -> Master {
 
 fn join(registry: &Registry, id: &str, port: u16) {
     registry
-        .register(Registration {
-            id: id.into(),
-            addr: format!("127.0.0.1:{port}"),
-            capacity: 8,
-        })
+        .register(Registration::new(id, format!("127.0.0.1:{port}"), 8))
         .unwrap();
 }
 

@@ -46,11 +46,7 @@ async fn master() -> (Master, String) {
 
 fn join(registry: &Registry, id: &str, port: u16) {
     registry
-        .register(Registration {
-            id: id.into(),
-            addr: format!("127.0.0.1:{port}"),
-            capacity: 8,
-        })
+        .register(Registration::new(id, format!("127.0.0.1:{port}"), 8))
         .unwrap();
 }
 
@@ -215,6 +211,7 @@ async fn feed_follows_joins_and_leaves_and_refreshes_load_in_place() {
         in_flight: 3,
         capacity: Some(8),
         served: 0,
+        ..Default::default()
     };
     registry.heartbeat("a", &beat).unwrap();
     let start = Instant::now();

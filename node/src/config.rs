@@ -1,11 +1,12 @@
 //! [`NodeConfig`]: where the master is, how the node presents itself, and its limits.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::SecretString;
 use distribution_shared::defaults;
 use distribution_shared::tokio_rustls::rustls;
+use distribution_shared::{SecretString, ServiceClient};
 
 /// A node's TLS: how it serves its tarpc port and how it dials the master.
 #[derive(Debug, Clone)]
@@ -66,9 +67,25 @@ pub struct NodeConfig {
     /// [`Load::refused_connections`](crate::Load::refused_connections)). `None`: the node's calls
     /// are open to anyone who reaches its port (unless mutual TLS restricts them). Never logged.
     pub secret: Option<SecretString>,
+    /// The service this node's handler serves, as its clients name it
+    /// (`service_client!(CalcClient, "calc")`): set it with [`NodeConfig::serving`] to take the
+    /// name from the client type. Default
+    /// [`DEFAULT_SERVICE`](distribution_shared::wire::DEFAULT_SERVICE). A process that serves
+    /// several services starts one node per service, each on its own port and with its own id
+    /// (one registration each).
+    pub service: String,
+    /// Tags routers may require (`"gpu"`); at most 16 (see the master's validation).
+    pub tags: Vec<String>,
+    /// Details for operators (`"version"`), shown in `GET /v1/nodes`; routing ignores them.
+    pub meta: BTreeMap<String, String>,
 }
 
 impl NodeConfig {
+    /// This config serving `C`'s service: its name is the one `C`'s `service_client!` declared.
+    pub fn serving<C: ServiceClient>(self) -> Self {
+        self.with_service(C::SERVICE.to_owned())
+    }
+
     /// The defaults, registering with `master`.
     pub fn new(master: impl Into<String>) -> Self {
         Self {
@@ -87,6 +104,9 @@ impl NodeConfig {
             max_calls_per_connection: None,
             cpu_threads: crate::work::default_threads(),
             tls: None,
+            service: distribution_shared::wire::DEFAULT_SERVICE.to_owned(),
+            tags: Vec::new(),
+            meta: BTreeMap::new(),
         }
     }
 
@@ -130,6 +150,9 @@ distribution_shared::with_setters!(NodeConfig {
     with_cpu_threads => cpu_threads: usize,
     with_tls => tls: Option<NodeTls>,
     with_secret => secret: Option<SecretString>,
+    with_service => service: String,
+    with_tags => tags: Vec<String>,
+    with_meta => meta: BTreeMap<String, String>,
 });
 
 #[cfg(test)]

@@ -31,16 +31,25 @@ pub(crate) async fn run(
 ) {
     let mut lease: Option<Lease> = None;
     let mut outage = false;
+    let mut maintenance = load.watch_maintenance();
     loop {
         crate::observe::refresh(&load);
+        maintenance.borrow_and_update();
         let exchange = async {
             match &lease {
-                None => master.register(&request).await,
+                None => {
+                    let request = RegisterRequest {
+                        maintenance: load.maintenance(),
+                        ..request.clone()
+                    };
+                    master.register(&request).await
+                }
                 Some(_) => {
                     let beat = Heartbeat {
                         in_flight: load.busy(),
                         capacity: Some(load.capacity()),
                         served: load.served(),
+                        maintenance: load.maintenance(),
                     };
                     master.heartbeat(&request.id, &beat).await
                 }
@@ -79,11 +88,15 @@ pub(crate) async fn run(
                 registered.send_replace(false);
             }
         }
-        if stop
-            .run_until_cancelled(tokio::time::sleep(interval))
-            .await
-            .is_none()
-        {
+        // The next beat after the interval, or at once when the node goes into maintenance or
+        // out of it (routers learn it within one exchange with the master).
+        let pause = async {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = maintenance.changed() => {}
+            }
+        };
+        if stop.run_until_cancelled(pause).await.is_none() {
             return;
         }
     }

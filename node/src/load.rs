@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use futures::FutureExt;
 use tarpc::server::Serve;
 use tarpc::{RequestName, ServerError};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::observe;
 use crate::work::{SCOPE, Scope};
@@ -26,6 +26,9 @@ pub struct Load {
     refused_connections: AtomicU64,
     capacity: u32,
     idle: Notify,
+    /// `Some(reason)` while the node is in maintenance: every heartbeat reports it, and a
+    /// change wakes the heartbeat loops at once.
+    maintenance: watch::Sender<Option<String>>,
 }
 
 impl Load {
@@ -39,7 +42,41 @@ impl Load {
             refused_connections: AtomicU64::new(0),
             capacity,
             idle: Notify::new(),
+            maintenance: watch::Sender::new(None),
         }
+    }
+
+    /// Puts the node in maintenance (`Some(reason)`) or takes it out (`None`); see
+    /// [`NodeHandle::set_maintenance`](crate::NodeHandle::set_maintenance). The reason is cut
+    /// to 256 bytes and its control characters replaced, so that the master accepts it.
+    pub fn set_maintenance(&self, reason: Option<String>) {
+        let reason = reason.map(|r| {
+            let mut clean: String = r
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let mut end = clean.len().min(256);
+            while !clean.is_char_boundary(end) {
+                end -= 1;
+            }
+            clean.truncate(end);
+            clean
+        });
+        self.maintenance.send_if_modified(|current| {
+            let changed = *current != reason;
+            *current = reason;
+            changed
+        });
+    }
+
+    /// Why the node is in maintenance, if it is.
+    pub fn maintenance(&self) -> Option<String> {
+        self.maintenance.borrow().clone()
+    }
+
+    /// Follows [`Load::maintenance`]: the receiver sees each change.
+    pub(crate) fn watch_maintenance(&self) -> watch::Receiver<Option<String>> {
+        self.maintenance.subscribe()
     }
 
     /// Calls running now.

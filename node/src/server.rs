@@ -80,6 +80,14 @@ impl NodeHandle {
         self.local_addr
     }
 
+    /// Puts the node in maintenance (`Some(reason)`): it stays registered and heartbeating,
+    /// finishes the calls it runs, and routers (in-process and remote) send it no new call once
+    /// the master has heard (at once: the heartbeat goes out on the change). `None` takes it
+    /// out. Every heartbeat carries it, so a restarted master knows it again.
+    pub fn set_maintenance(&self, reason: Option<String>) {
+        self.load.set_maintenance(reason);
+    }
+
     /// The node's load counters.
     pub fn load(&self) -> &Arc<Load> {
         &self.load
@@ -154,10 +162,12 @@ where
     let graceful = CancellationToken::new();
     let kill = CancellationToken::new();
     let request = RegisterRequest {
-        id: id.clone(),
-        port: local_addr.port(),
         addr: config.advertise.clone(),
         capacity: Some(config.capacity),
+        service: config.service.clone(),
+        tags: config.tags.clone(),
+        meta: config.meta.clone(),
+        ..RegisterRequest::new(id.clone(), local_addr.port())
     };
     let lifecycle = Lifecycle {
         id: id.clone(),

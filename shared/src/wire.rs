@@ -4,7 +4,21 @@
 //! Request bodies reject unknown fields: a misspelt field is an error the sender sees, not a
 //! setting silently ignored.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+
+/// The service of a registration that names none, and of a client declared without a name
+/// (`service_client!(EchoClient)`): one anonymous kind of node, as before services existed.
+pub const DEFAULT_SERVICE: &str = "default";
+
+fn default_service() -> String {
+    DEFAULT_SERVICE.to_owned()
+}
+
+fn is_default_service(service: &str) -> bool {
+    service == DEFAULT_SERVICE
+}
 
 /// `POST /v1/nodes`: a node announces itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +37,38 @@ pub struct RegisterRequest {
     /// How many calls the node runs at once (its capacity), if it sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<u32>,
+    /// The tarpc service the node serves (`"calc"`); [`DEFAULT_SERVICE`] when absent. Routers
+    /// of one service never call nodes of another.
+    #[serde(
+        default = "default_service",
+        skip_serializing_if = "is_default_service"
+    )]
+    pub service: String,
+    /// Short labels routers may filter on (`"gpu"`, `"zone=eu-1"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Free-form details for operators (`"version": "1.4.2"`); routing ignores them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    /// Set when the node itself is in maintenance (see [`Heartbeat::maintenance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+}
+
+impl RegisterRequest {
+    /// A registration of `id` on `port` with every optional field unset.
+    pub fn new(id: impl Into<String>, port: u16) -> Self {
+        Self {
+            id: id.into(),
+            port,
+            addr: None,
+            capacity: None,
+            service: default_service(),
+            tags: Vec::new(),
+            meta: BTreeMap::new(),
+            maintenance: None,
+        }
+    }
 }
 
 /// The master's answer to a registration or a heartbeat: the terms of the node's lease.
@@ -51,6 +97,22 @@ pub struct Heartbeat {
     /// Calls the node has finished since it started.
     #[serde(default)]
     pub served: u64,
+    /// `Some(reason)` while the node has put itself in maintenance (`NodeHandle::set_maintenance`):
+    /// it stays registered but routers send it no new call. Every heartbeat carries it, so a
+    /// restarted master learns it again within an interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+}
+
+/// `PUT /v1/nodes/{id}/maintenance`: an operator puts a node in maintenance or takes it out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    /// Whether the node is in maintenance (no new calls) from now on.
+    pub enabled: bool,
+    /// Why, for a human (shown in the node list and the change feed).
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Whether a registered node is renewing its lease on time.
@@ -81,12 +143,47 @@ pub struct NodeInfo {
     pub served: u64,
     /// Milliseconds since the node's last heartbeat (or its registration).
     pub last_heartbeat_ms: u64,
+    /// The service it serves.
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// Its tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Its metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    /// `Some(reason)` while it is in maintenance (set by an operator or by the node): it stays
+    /// registered and heartbeating, and routers send it no new call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
 }
 
-/// `GET /v1/nodes`: the registry's contents.
+/// One service as `GET /v1/services` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The service's name.
+    pub name: String,
+    /// How many nodes of it are registered.
+    pub nodes: usize,
+    /// How many of those are in maintenance.
+    pub maintenance: usize,
+}
+
+/// `GET /v1/services`: every service with registered nodes, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceList {
+    /// The registry's index (every service's).
+    pub index: u64,
+    /// The services.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// `GET /v1/nodes`: the registry's contents (or one service's, with `?service=`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeList {
     /// The registry's version: it grows by one at every join, leave, eviction or address change.
+    /// With `?service=`, the index of the last change of that service (what a blocking query
+    /// on that service waits on).
     pub index: u64,
     /// The registered nodes, sorted by id.
     pub nodes: Vec<NodeInfo>,
@@ -151,6 +248,10 @@ pub enum EventKind {
     Late,
     /// A heartbeat arrived after it was late.
     Back,
+    /// It went into maintenance (by an operator or by itself): no new calls.
+    Maintenance,
+    /// It came out of maintenance: it takes calls again.
+    Resumed,
 }
 
 /// One change of the node set, as `GET /v1/events` sends it (one server-sent event each, its
@@ -168,6 +269,12 @@ pub struct MembershipEvent {
     pub node: String,
     /// The node's address (for `moved`, the new one).
     pub addr: String,
+    /// The node's service.
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// The node's tags (on `join` and `moved`, which bring a node into a follower's view).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Why, for a human: "deregistered", "no heartbeat for 3012 ms", ...
     pub reason: String,
 }
@@ -199,6 +306,11 @@ mod tests {
         let ok: RegisterRequest = serde_json::from_str(r#"{"id":"a","port":7}"#).unwrap();
         assert_eq!(ok.addr, None);
         assert_eq!(ok.port, 7);
+        assert_eq!(
+            ok,
+            RegisterRequest::new("a", 7),
+            "no service is the default service"
+        );
         assert!(serde_json::from_str::<RegisterRequest>(r#"{"id":"a","port":7,"x":1}"#).is_err());
         assert!(serde_json::from_str::<RegisterRequest>(r#"{"id":"a","port":70000}"#).is_err());
     }

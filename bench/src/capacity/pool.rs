@@ -57,10 +57,8 @@ impl Pool {
             .map(|(k, conn)| async move {
                 for i in (from + k..to).step_by(stride) {
                     let body = serde_json::to_vec(&distribution_shared::wire::RegisterRequest {
-                        id: sim_id(i),
-                        port: SIM_PORT,
                         addr: Some(sim_addr(i)),
-                        capacity: None,
+                        ..distribution_shared::wire::RegisterRequest::new(sim_id(i), SIM_PORT)
                     })?;
                     let status = conn.send(Method::POST, "/v1/nodes", body.into()).await?;
                     anyhow::ensure!(

@@ -25,15 +25,19 @@ use super::{ConnectError, RemoteConfig};
 use crate::membership::{LoadReport, Member, Membership};
 
 /// Waits for the master's first answer, then spawns the watcher; returns its feed and task.
+/// With `service`, it follows that service's nodes only: the master filters the list, the
+/// events and the load figures, and a change of another service does not wake it.
 pub(crate) async fn spawn_watcher(
     master: &str,
     config: &RemoteConfig,
+    service: Option<&str>,
 ) -> Result<(watch::Receiver<Membership>, JoinHandle<()>), ConnectError> {
     let config = config.clone().with_one_secret();
     let registry = config.registry(master)?;
     let mut watcher = Watcher {
         url: registry.changes_url(),
         registry,
+        service: service.map(str::to_owned),
         config,
         loads: HashMap::new(),
         members: Arc::from(Vec::new()),
@@ -83,6 +87,8 @@ pub(crate) async fn spawn_watcher(
 /// The watcher's state: what it last published and what it knows of the master.
 struct Watcher {
     registry: RegistryClient,
+    /// The one service followed, or every node.
+    service: Option<String>,
     /// The node list's URL, for the logs.
     url: Url,
     config: RemoteConfig,
@@ -183,7 +189,8 @@ impl Watcher {
             .grace_until
             .is_some_and(|until| Instant::now() >= until);
         let view = if grace_over { None } else { self.view };
-        self.registry.changes(view, wait, max).await
+        let service = self.service.as_deref();
+        self.registry.changes(view, service, wait, max).await
     }
 
     /// Takes in an answer: updates the load reports in place and returns the new membership if
@@ -231,6 +238,7 @@ impl Watcher {
             )
         });
         if !changes_set {
+            events.iter().for_each(|e| self.mark_maintenance(e));
             return None;
         }
         let mut set: std::collections::BTreeMap<Arc<str>, Member> = self
@@ -250,17 +258,36 @@ impl Watcher {
                         ))
                     });
                     self.loads.insert(id.clone(), load.clone());
-                    let addr = event.addr.as_str().into();
-                    set.insert(id.clone(), Member { id, addr, load });
+                    let member = Member {
+                        id: id.clone(),
+                        addr: event.addr.as_str().into(),
+                        service: event.service.as_str().into(),
+                        tags: event.tags.iter().map(|t| t.as_str().into()).collect(),
+                        load,
+                    };
+                    set.insert(id, member);
                 }
                 EventKind::Leave | EventKind::Eviction | EventKind::Replacement => {
                     set.remove(event.node.as_str());
                     self.loads.remove(event.node.as_str());
                 }
-                _ => {}
+                _ => self.mark_maintenance(event),
             }
         }
         self.publish(set.into_values().collect())
+    }
+
+    /// Follows a node going into maintenance or out of it: its shared report is flagged in
+    /// place, so routers stop (or resume) picking it at their next call.
+    fn mark_maintenance(&self, event: &MembershipEvent) {
+        let on = match event.kind {
+            EventKind::Maintenance => true,
+            EventKind::Resumed => false,
+            _ => return,
+        };
+        if let Some(load) = self.loads.get(event.node.as_str()) {
+            load.set_maintenance(on);
+        }
     }
 
     /// Replaces the view by the master's whole list (keeping, during a grace period, the nodes
@@ -276,9 +303,12 @@ impl Watcher {
                     }
                     None => Arc::new(LoadReport::new(node.in_flight, node.capacity)),
                 };
+                load.set_maintenance(node.maintenance.is_some());
                 Member {
                     id: node.id.as_str().into(),
                     addr: node.addr.as_str().into(),
+                    service: node.service.as_str().into(),
+                    tags: node.tags.iter().map(|t| t.as_str().into()).collect(),
                     load,
                 }
             })
@@ -306,14 +336,13 @@ impl Watcher {
         self.publish(members)
     }
 
-    /// `members` (sorted by id) as the new membership, unless the ids and addresses are the
-    /// ones published already.
+    /// `members` (sorted by id) as the new membership, unless the ids, addresses, services
+    /// and tags are the ones published already.
     fn publish(&mut self, members: Vec<Member>) -> Option<Membership> {
         let same = members.len() == self.members.len()
-            && members
-                .iter()
-                .zip(self.members.iter())
-                .all(|(a, b)| a.id == b.id && a.addr == b.addr);
+            && members.iter().zip(self.members.iter()).all(|(a, b)| {
+                a.id == b.id && a.addr == b.addr && a.service == b.service && a.tags == b.tags
+            });
         if same && self.version != 0 {
             return None;
         }

@@ -118,12 +118,12 @@ pub async fn connect_with<C: ServiceClient>(
     config: RemoteConfig,
 ) -> Result<CallRouter<C>, ConnectError> {
     let config = config.with_one_secret();
-    let feed = follow(master, &config).await?;
+    let (feed, _task) = spawn_watcher(master, &config, Some(C::SERVICE)).await?;
     Ok(CallRouter::new(feed, config.router))
 }
 
-/// The membership feed alone: waits for the master's first answer, then follows its node list
-/// (see the [module docs](self)). The watcher runs until every clone of the receiver is dropped.
+/// The membership feed alone, of every service: waits for the master's first answer, then
+/// follows its node list (see the [module docs](self)). The watcher runs until every clone of the receiver is dropped.
 ///
 /// Each [`Membership`] it publishes is a new node set; its `index` is the feed's own version,
 /// which grows at every change (the master's index may go back when the master restarts).
@@ -131,6 +131,6 @@ pub async fn follow(
     master: &str,
     config: &RemoteConfig,
 ) -> Result<watch::Receiver<Membership>, ConnectError> {
-    let (feed, _task) = spawn_watcher(master, config).await?;
+    let (feed, _task) = spawn_watcher(master, config, None).await?;
     Ok(feed)
 }

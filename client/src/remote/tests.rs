@@ -46,7 +46,7 @@ fn config() -> RemoteConfig {
 async fn watcher_stops_when_nobody_follows() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = Master::start(listener, MasterConfig::default()).unwrap();
-    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
+    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config(), None)
         .await
         .unwrap();
     let copy = feed.clone();
@@ -71,7 +71,7 @@ distribution_shared::service_client!(EchoClient);
 async fn watcher_stops_when_the_router_is_dropped() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let master = Master::start(listener, MasterConfig::default()).unwrap();
-    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config())
+    let (feed, task) = spawn_watcher(&master.local_addr().to_string(), &config(), None)
         .await
         .unwrap();
     let router: CallRouter<EchoClient> = CallRouter::new(feed, RouterConfig::default());
@@ -93,11 +93,7 @@ async fn load_reports_are_shared_across_answers_and_updated_in_place() {
     let master = Master::start(listener, MasterConfig::default()).unwrap();
     let registry = master.registry().clone();
     registry
-        .register(Registration {
-            id: "a".into(),
-            addr: "127.0.0.1:1".into(),
-            capacity: 8,
-        })
+        .register(Registration::new("a", "127.0.0.1:1", 8))
         .unwrap();
     let mut feed = follow(&master.local_addr().to_string(), &config())
         .await
@@ -110,6 +106,7 @@ async fn load_reports_are_shared_across_answers_and_updated_in_place() {
         in_flight: 5,
         capacity: Some(8),
         served: 0,
+        ..Default::default()
     };
     registry.heartbeat("a", &beat).unwrap();
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -124,11 +121,7 @@ async fn load_reports_are_shared_across_answers_and_updated_in_place() {
         "no new membership for a load update"
     );
     registry
-        .register(Registration {
-            id: "b".into(),
-            addr: "127.0.0.1:2".into(),
-            capacity: 8,
-        })
+        .register(Registration::new("b", "127.0.0.1:2", 8))
         .unwrap();
     let next = tokio::time::timeout(
         Duration::from_secs(5),

@@ -58,6 +58,10 @@ pub struct RouterConfig {
     /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
     /// call is hedged unless its [`CallOptions::hedge`] asks.
     pub hedge: Option<HedgePolicy>,
+    /// Only nodes that carry every one of these tags (e.g. `["gpu"]`); empty (the default):
+    /// every node of the router's service. The service itself comes from the client type
+    /// ([`ServiceClient::SERVICE`](distribution_shared::ServiceClient::SERVICE)).
+    pub tags: Vec<String>,
 }
 
 impl Default for RouterConfig {
@@ -77,6 +81,7 @@ impl Default for RouterConfig {
             seed: None,
             secret: None,
             hedge: None,
+            tags: Vec::new(),
             exact_pick_up_to: super::pick::EXACT_UP_TO,
         }
     }
@@ -135,6 +140,7 @@ distribution_shared::with_setters!(RouterConfig {
     with_secret => secret: Option<SecretString>,
     with_hedge => hedge: Option<HedgePolicy>,
     with_exact_pick_up_to => exact_pick_up_to: usize,
+    with_tags => tags: Vec<String>,
 });
 
 // `CallOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)

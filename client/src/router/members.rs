@@ -27,7 +27,7 @@ impl<C: ServiceClient> Shared<C> {
     /// by the calls: two calls picking at the same instant may both take the node that was least
     /// used, and the next picks even it out. Nodes that are ejected (or probed
     /// by another call after their pause) or full are used only when no other node is left
-    /// (better a doubtful node than no answer).
+    /// (better a doubtful node than no answer); nodes in maintenance are never picked.
     pub(super) fn pick(&self, tried: &[Arc<str>]) -> Option<endpoint::InFlight<C>> {
         self.choose(tried, true)
     }
@@ -58,7 +58,7 @@ impl<C: ServiceClient> Shared<C> {
     ) -> Option<endpoint::InFlight<C>> {
         let endpoints = self.endpoints();
         let now = Instant::now();
-        let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id);
+        let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id) && !e.in_maintenance();
         let score = |e: &Arc<Endpoint<C>>| e.score();
         let exact = self.config.exact_pick_up_to;
         let found = pick::choose(
@@ -77,7 +77,9 @@ impl<C: ServiceClient> Shared<C> {
     }
 
     /// Rebuilds the endpoint list for a new membership, keeping the endpoints (and so the
-    /// connections and counters) of nodes that stay.
+    /// connections and counters) of nodes that stay. Only members of the router's service that
+    /// carry its tags become endpoints: a router never sends a request to a node of another
+    /// service, which could not decode it (and would be ejected for it).
     pub(super) fn sync(&self, membership: &Membership) {
         let old = self.endpoints();
         let by_id: HashMap<&str, &Arc<Endpoint<C>>> =
@@ -85,6 +87,7 @@ impl<C: ServiceClient> Shared<C> {
         let next: Vec<Arc<Endpoint<C>>> = membership
             .members
             .iter()
+            .filter(|m| m.serves(C::SERVICE, &self.config.tags))
             .map(|m| match by_id.get(&*m.id) {
                 Some(e) if e.is(m) => {
                     e.follow_load(m);

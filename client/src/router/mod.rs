@@ -324,11 +324,11 @@ mod tests {
     distribution_shared::service_client!(EchoClient);
 
     fn member(id: &str, in_flight: u32) -> Member {
-        Member {
-            id: id.into(),
-            addr: format!("127.0.0.1:{}", 1 + id.len()).into(),
-            load: Arc::new(LoadReport::new(in_flight, 1024)),
-        }
+        Member::new(
+            id,
+            &format!("127.0.0.1:{}", 1 + id.len()),
+            Arc::new(LoadReport::new(in_flight, 1024)),
+        )
     }
 
     fn picked(router: &CallRouter<EchoClient>) -> String {

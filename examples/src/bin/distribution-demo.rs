@@ -26,6 +26,7 @@ use clap::{Parser, Subcommand};
 use distribution_client::{RemoteConfig, RouterConfig};
 use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
 use distribution_examples::gateway::{parse_n, parse_values};
+use distribution_examples::text::start_text_node;
 use distribution_examples::{client, telemetry};
 use distribution_master::cli::{Logging, MasterArgs, Security};
 use distribution_node::{NodeConfig, NodeTls};
@@ -89,6 +90,14 @@ enum Role {
         /// Fault injection: abort every call with an error (for testing failure handling).
         #[arg(long, hide = true)]
         faulty: bool,
+        /// The service this node serves: `calc` (the gateway's `/sum` and `/palindrom`) or
+        /// `text` (`/upper`). SIGUSR1 puts the node in maintenance (no new calls), SIGUSR2
+        /// takes it out.
+        #[arg(long, env = "DIST_SERVICE", value_enum, default_value_t = DemoService::Calc)]
+        service: DemoService,
+        /// Tags routers may filter on, comma-separated (`gpu,zone=eu-1`).
+        #[arg(long, env = "DIST_TAGS", value_delimiter = ',')]
+        tags: Vec<String>,
         /// Serve `GET /metrics` (Prometheus) and `GET /health` on this address.
         #[arg(long, env = "DIST_METRICS_LISTEN")]
         metrics_listen: Option<String>,
@@ -164,6 +173,39 @@ enum Job {
     },
 }
 
+/// The services a demo node can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoService {
+    /// `Calc` (service `calc`).
+    Calc,
+    /// `Text` (service `text`).
+    Text,
+}
+
+/// SIGUSR1 puts the node in maintenance, SIGUSR2 takes it out (the operator's switch on the
+/// node's side; `PUT /v1/nodes/{id}/maintenance` is the one on the master's).
+fn follow_maintenance_signals(load: std::sync::Arc<distribution_node::Load>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut on = signal(SignalKind::user_defined1()).context("SIGUSR1")?;
+    let mut off = signal(SignalKind::user_defined2()).context("SIGUSR2")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = on.recv() => {
+                    tracing::info!("SIGUSR1: in maintenance");
+                    load.set_maintenance(Some("SIGUSR1 on the node".to_owned()));
+                }
+                Some(()) = off.recv() => {
+                    tracing::info!("SIGUSR2: out of maintenance");
+                    load.set_maintenance(None);
+                }
+                else => return,
+            }
+        }
+    });
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -216,6 +258,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node_max_connections_per_ip,
             sum_delay_ms,
             faulty,
+            service,
+            tags,
             metrics_listen,
             worker_threads: _,
             security,
@@ -231,17 +275,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.max_connections = max_connections as usize;
             config.max_connections_per_ip = node_max_connections_per_ip as usize;
             config.secret = security.secret()?;
+            config.tags = tags;
             if let Some(files) = security.files() {
                 config.tls = Some(NodeTls {
                     server: files.server_config().context("node TLS")?,
                     client: files.client_config().context("node TLS")?,
                 });
             }
-            let node = if faulty {
-                start_faulty_node(listener, config)?
-            } else {
-                start_node(listener, config, Duration::from_millis(sum_delay_ms))?
+            let node = match service {
+                DemoService::Text => start_text_node(listener, config)?,
+                DemoService::Calc if faulty => start_faulty_node(listener, config)?,
+                DemoService::Calc => {
+                    start_node(listener, config, Duration::from_millis(sum_delay_ms))?
+                }
             };
+            follow_maintenance_signals(node.load().clone())?;
             let stop = node.shutdown_token();
             tokio::select! {
                 _ = distribution_node::shutdown::signal() => node.shutdown().await,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use distribution_shared::wire::{MembershipEvent, NodeInfo, NodeList, NodeLoad, NodeState};
 use tokio::time::Instant;
 
-use super::{Registry, State};
+use super::{Entry, Registry, State};
 
 /// How many load changes the log keeps: a follower whose load version is older gets every
 /// node's figures (once), as after a restart. 64 Ki entries of an id each: at 10,000 heartbeats
@@ -93,41 +93,78 @@ pub struct Changes {
     pub loads: Vec<NodeLoad>,
 }
 
+/// Which nodes a reader asks for: one service's, those carrying a tag, or all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Filter {
+    /// Only the nodes of this service.
+    pub service: Option<String>,
+    /// Only the nodes carrying this tag.
+    pub tag: Option<String>,
+}
+
+impl Filter {
+    fn admits(&self, entry: &Entry) -> bool {
+        self.service.as_deref().is_none_or(|s| *entry.service == *s)
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| entry.tags.iter().any(|mine| **mine == *t))
+    }
+}
+
 impl Registry {
     /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
     /// published one: a blocking query on it answers when the next snapshot is published.
     pub fn list(&self, now: Instant) -> NodeList {
+        self.list_filtered(now, &Filter::default())
+    }
+
+    /// [`Registry::list`] of the nodes `filter` admits. With a service, the index is that
+    /// service's (the index of its last change).
+    pub fn list_filtered(&self, now: Instant, filter: &Filter) -> NodeList {
         let (index, mut nodes) = {
             let state = self.lock();
-            (state.published, self.infos(&state, now))
+            let index = match &filter.service {
+                Some(service) => state.services.index_of(service),
+                None => state.published,
+            };
+            (index, self.infos(&state, now, filter))
         };
         // Sorted after the lock is released: heartbeats do not wait for it.
         nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         NodeList { index, nodes }
     }
 
-    /// Every node as the API lists it, with ages measured at `now`, unsorted.
-    pub(super) fn infos(&self, state: &State, now: Instant) -> Vec<NodeInfo> {
+    /// Every node `filter` admits as the API lists it, with ages measured at `now`, unsorted.
+    pub(super) fn infos(&self, state: &State, now: Instant, filter: &Filter) -> Vec<NodeInfo> {
         state
             .nodes
             .values()
-            .map(|e| {
-                let age = now.saturating_duration_since(e.last_seen);
-                NodeInfo {
-                    id: e.id.to_string(),
-                    addr: e.addr.to_string(),
-                    state: if age > e.terms.late_after() {
-                        NodeState::Late
-                    } else {
-                        NodeState::Up
-                    },
-                    in_flight: e.load.in_flight(),
-                    capacity: e.load.capacity(),
-                    served: e.served,
-                    last_heartbeat_ms: age.as_millis() as u64,
-                }
-            })
+            .filter(|e| filter.admits(e))
+            .map(|e| self.info_of(e, now))
             .collect()
+    }
+
+    /// One node as the API lists it, its age measured at `now`.
+    pub(super) fn info_of(&self, e: &Entry, now: Instant) -> NodeInfo {
+        let age = now.saturating_duration_since(e.last_seen);
+        NodeInfo {
+            id: e.id.to_string(),
+            addr: e.addr.to_string(),
+            state: if age > e.terms.late_after() {
+                NodeState::Late
+            } else {
+                NodeState::Up
+            },
+            in_flight: e.load.in_flight(),
+            capacity: e.load.capacity(),
+            served: e.served,
+            last_heartbeat_ms: age.as_millis() as u64,
+            service: e.service.to_string(),
+            tags: e.tags.iter().map(|t| t.to_string()).collect(),
+            meta: (*e.meta).clone(),
+            maintenance: e.maintenance.reason().map(str::to_owned),
+        }
     }
 
     /// This master process's epoch: random, so that a follower notices a restart even when the
@@ -136,15 +173,30 @@ impl Registry {
         self.shared.epoch
     }
 
-    /// What changed since `view` (`None`: the follower has no view: the whole list).
-    pub fn changes_since(&self, view: Option<View>) -> Changes {
+    /// What changed since `view` (`None`: the follower has no view: the whole list), of the
+    /// nodes `filter` admits.
+    pub fn changes_since(&self, view: Option<View>, filter: &Filter) -> Changes {
         let now = Instant::now();
         let state = self.lock();
         let same_process = view.filter(|v| v.epoch == self.shared.epoch);
+        // An index from the future of this process is no view (a forged or confused follower):
+        // the whole list, rather than the ring's events, which it may never have seen.
+        let same_process = same_process.filter(|v| v.index <= state.index);
         let since = same_process.map(|v| state.events.since(v.index));
         let membership = match since {
-            Some(since) if !since.missed => Ok(since.events),
-            _ => Err(self.infos(&state, now)),
+            Some(since) if !since.missed => Ok(since
+                .events
+                .into_iter()
+                .filter(|e| filter.service.as_deref().is_none_or(|s| e.service == s))
+                .collect()),
+            _ => Err(self.infos(
+                &state,
+                now,
+                &Filter {
+                    tag: None,
+                    ..filter.clone()
+                },
+            )),
         };
         let changed_loads = same_process.and_then(|v| state.loads.since(v.loads));
         let loads = match (&membership, changed_loads) {
@@ -153,9 +205,15 @@ impl Registry {
             (Ok(_), Some(ids)) => ids
                 .iter()
                 .filter_map(|id| state.nodes.get(&**id))
+                .filter(|e| filter.admits(e))
                 .map(load_of)
                 .collect(),
-            (Ok(_), None) => state.nodes.values().map(load_of).collect(),
+            (Ok(_), None) => state
+                .nodes
+                .values()
+                .filter(|e| filter.admits(e))
+                .map(load_of)
+                .collect(),
         };
         let (index, loads_index) = (state.index, state.loads.version());
         drop(state);

@@ -1,4 +1,9 @@
-//! The registry: which nodes are alive, where they listen, and how loaded they are.
+//! The registry: which nodes are alive, where they listen, which service they serve, and how
+//! loaded they are.
+//!
+//! Each node is one [`Entry`] (`entry.rs`); services and their per-service index are in
+//! `services.rs`, maintenance in `maintenance.rs`, lease terms in `terms.rs`, what readers get
+//! (lists, changes since a view) in `changes.rs`, and how snapshots go out in `publish.rs`.
 //!
 //! [`Registry`] is a cheap-to-clone handle around one `parking_lot::Mutex` (no poisoning) that is never held across
 //! an `.await`. Every change of the node set bumps the registry's index and publishes a new
@@ -25,16 +30,23 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::MasterConfig;
-use crate::events::{EventLog, Since};
+use crate::events::{EventLog, Since, Subject};
 use crate::observe;
 
 mod changes;
+mod entry;
+mod maintenance;
 mod publish;
+mod services;
 mod terms;
 
 use changes::LoadLog;
-pub use changes::{Changes, LOAD_HISTORY, View};
+pub use changes::{Changes, Filter, LOAD_HISTORY, View};
 use distribution_client::membership::{LoadReport, Membership};
+pub use entry::Registration;
+use entry::{Entry, remove};
+use maintenance::Maintenance;
+use services::ServiceIndex;
 use terms::{Policy, Terms};
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
@@ -51,17 +63,6 @@ pub enum RegistryError {
     /// The registry already holds its maximum number of nodes.
     #[error("the registry is full ({0} nodes)")]
     Full(usize),
-}
-
-/// A registration that passed validation: what the registry stores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    /// The node's id.
-    pub id: String,
-    /// The `host:port` callers dial.
-    pub addr: String,
-    /// Calls the node runs at once.
-    pub capacity: u32,
 }
 
 /// A handle to the registry; clones share the same nodes.
@@ -94,25 +95,13 @@ struct State {
     nodes: HashMap<String, Entry>,
     /// Which id holds each address, so a node restarted under a new id replaces its old entry.
     by_addr: HashMap<String, String>,
+    /// The services with nodes, and the index of each one's last change.
+    services: ServiceIndex,
     index: u64,
     /// The index of the last published snapshot (what `list` reports).
     published: u64,
     /// Whether changes wait for the publisher task.
     dirty: bool,
-}
-
-#[derive(Debug)]
-struct Entry {
-    addr: Arc<str>,
-    id: Arc<str>,
-    served: u64,
-    last_seen: Instant,
-    load: Arc<LoadReport>,
-    /// Whether the reaper found it late (a `late` event went out; the next heartbeat sends
-    /// `back`).
-    late: bool,
-    /// The lease terms it was last given: it is judged late and expired by these.
-    terms: Terms,
 }
 
 impl Registry {
@@ -126,6 +115,7 @@ impl Registry {
                     loads: LoadLog::default(),
                     nodes: HashMap::new(),
                     by_addr: HashMap::new(),
+                    services: ServiceIndex::default(),
                     index: 0,
                     published: 0,
                     dirty: false,
@@ -172,10 +162,21 @@ impl Registry {
         let mut changed = false;
         if let Some(old) = state.by_addr.get(&reg.addr).filter(|old| **old != reg.id) {
             let old = old.clone();
-            state.nodes.remove(&old);
-            info!(node = %old, addr = %reg.addr, by = %reg.id, "node replaced");
-            let reason = format!("replaced by {} on the same address", reg.id);
-            record(state, EventKind::Replacement, &old, &reg.addr, reason);
+            if let Some(entry) = remove(state, &old) {
+                info!(node = %old, addr = %reg.addr, by = %reg.id, "node replaced");
+                let reason = format!("replaced by {} on the same address", reg.id);
+                record(state, EventKind::Replacement, &entry.subject(), reason);
+                changed = true;
+            }
+        }
+        if state.nodes.get(&reg.id).is_some_and(|e| !e.describes(&reg))
+            && let Some(entry) = remove(state, &reg.id)
+        {
+            // Another service, tags or meta: the old node leaves and a new one joins, so that
+            // every follower rebuilds it (a router of the old service must drop it).
+            info!(node = %reg.id, service = %reg.service, "node registered again as another");
+            let reason = format!("registered again as service {}", reg.service);
+            record(state, EventKind::Leave, &entry.subject(), reason);
             changed = true;
         }
         match state.nodes.get_mut(&reg.id) {
@@ -198,7 +199,8 @@ impl Registry {
                     state.loads.record(&entry.id);
                 }
                 if let Some((kind, reason)) = event {
-                    record(state, kind, &reg.id, &reg.addr, reason);
+                    let subject = entry.subject();
+                    record(state, kind, &subject, reason);
                     changed = true;
                 }
             }
@@ -209,6 +211,10 @@ impl Registry {
                 let entry = Entry {
                     addr: reg.addr.as_str().into(),
                     id: reg.id.as_str().into(),
+                    service: reg.service.as_str().into(),
+                    tags: reg.tags.iter().map(|t| t.as_str().into()).collect(),
+                    meta: Arc::new(reg.meta.clone()),
+                    maintenance: Maintenance::default(),
                     served: 0,
                     last_seen: now,
                     load: Arc::new(LoadReport::new(0, reg.capacity)),
@@ -216,13 +222,15 @@ impl Registry {
                     terms,
                 };
                 state.loads.record(&entry.id);
+                let subject = entry.subject();
                 state.nodes.insert(reg.id.clone(), entry);
-                info!(node = %reg.id, addr = %reg.addr, capacity = reg.capacity, "node joined");
+                info!(node = %reg.id, addr = %reg.addr, service = %reg.service, capacity = reg.capacity, "node joined");
                 let reason = format!("registered, capacity {}", reg.capacity);
-                record(state, EventKind::Join, &reg.id, &reg.addr, reason);
+                record(state, EventKind::Join, &subject, reason);
                 changed = true;
             }
         }
+        changed |= maintenance::update(state, &reg.id, |m| m.node = reg.maintenance.clone());
         state.by_addr.insert(reg.addr.clone(), reg.id.clone());
         if changed {
             self.publish(state);
@@ -249,17 +257,19 @@ impl Registry {
             entry.load.set(beat.in_flight, capacity);
             state.loads.record(&entry.id);
         }
+        let mut event = false;
         if entry.late {
-            // The only heartbeat that is an event: the node's state changes.
+            // A heartbeat is an event only when the node's state changes.
             entry.late = false;
             info!(node = %id, addr = %addr, "node back");
-            record(
-                state,
-                EventKind::Back,
-                id,
-                &addr,
-                "heartbeat arrived".into(),
-            );
+            let subject = entry.subject();
+            record(state, EventKind::Back, &subject, "heartbeat arrived".into());
+            event = true;
+        }
+        if state.nodes[id].maintenance.node != beat.maintenance {
+            event |= maintenance::update(state, id, |m| m.node = beat.maintenance.clone());
+        }
+        if event {
             self.publish(state);
         }
         drop(guard);
@@ -268,20 +278,19 @@ impl Registry {
 
     /// Removes a node that is leaving. Returns whether it was registered.
     pub fn deregister(&self, id: &str) -> bool {
-        let mut state = self.lock();
-        let Some(entry) = state.nodes.remove(id) else {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(entry) = remove(state, id) else {
             return false;
         };
-        state.by_addr.remove(&*entry.addr);
         info!(node = %id, addr = %entry.addr, "node left");
         record(
-            &mut state,
+            state,
             EventKind::Leave,
-            id,
-            &entry.addr,
+            &entry.subject(),
             "deregistered".into(),
         );
-        self.publish(&mut state);
+        self.publish(state);
         true
     }
 
@@ -301,22 +310,21 @@ impl Registry {
                 late += 1;
                 if !entry.late {
                     entry.late = true;
-                    turned_late.push((id.clone(), entry.addr.clone(), silent));
+                    turned_late.push((entry.subject(), silent));
                 }
             }
         }
-        for (id, addr, silent) in &turned_late {
+        for (node, silent) in &turned_late {
             let reason = format!("no heartbeat for {} ms", silent.as_millis());
-            info!(node = %id, addr = %addr, silent_ms = silent.as_millis() as u64, "node late");
-            record(&mut state, EventKind::Late, id, addr, reason);
+            info!(node = %node.id, addr = %node.addr, silent_ms = silent.as_millis() as u64, "node late");
+            record(&mut state, EventKind::Late, node, reason);
         }
         for id in &expired {
-            if let Some(entry) = state.nodes.remove(id) {
-                state.by_addr.remove(&*entry.addr);
+            if let Some(entry) = remove(&mut state, id) {
                 let silent = now.saturating_duration_since(entry.last_seen);
                 info!(node = %id, addr = %entry.addr, silent_ms = silent.as_millis() as u64, "node evicted");
                 let reason = format!("no heartbeat for {} ms", silent.as_millis());
-                record(&mut state, EventKind::Eviction, id, &entry.addr, reason);
+                record(&mut state, EventKind::Eviction, &entry.subject(), reason);
             }
         }
         if !expired.is_empty() || !turned_late.is_empty() {
@@ -361,20 +369,25 @@ fn lease(id: &str, addr: &str, terms: Terms) -> Lease {
 
 /// Records one change of the node set: bumps the index, appends the event to the change feed,
 /// counts it. The caller then publishes (once for several changes).
-fn record(state: &mut State, kind: EventKind, node: &str, addr: &str, reason: String) {
+fn record(state: &mut State, kind: EventKind, node: &Subject, reason: String) {
     state.index += 1;
     let counter = match kind {
         EventKind::Join => Some(observe::JOINS),
         EventKind::Leave => Some(observe::LEAVES),
         EventKind::Eviction => Some(observe::EVICTIONS),
         EventKind::Replacement => Some(observe::REPLACEMENTS),
-        EventKind::Moved | EventKind::Late | EventKind::Back => None,
+        EventKind::Moved
+        | EventKind::Late
+        | EventKind::Back
+        | EventKind::Maintenance
+        | EventKind::Resumed => None,
         _ => None,
     };
     if let Some(name) = counter {
         metrics::counter!(name).increment(1);
     }
-    state.events.record(state.index, kind, node, addr, reason);
+    state.services.record(&node.service, kind, state.index);
+    state.events.record(state.index, kind, node, reason);
 }
 
 #[cfg(test)]

@@ -100,6 +100,8 @@ fn members(state: &State) -> Vec<Member> {
         .map(|e| Member {
             id: e.id.clone(),
             addr: e.addr.clone(),
+            service: e.service.clone(),
+            tags: e.tags.clone(),
             load: e.load.clone(),
         })
         .collect()

@@ -10,11 +10,7 @@ use distribution_shared::wire::NodeState;
 use super::*;
 
 fn reg(id: &str, addr: &str) -> Registration {
-    Registration {
-        id: id.into(),
-        addr: addr.into(),
-        capacity: 4,
-    }
+    Registration::new(id, addr, 4)
 }
 
 fn registry() -> Registry {
@@ -124,6 +120,7 @@ async fn heartbeat_updates_shared_load() {
             in_flight: 7,
             capacity: Some(9),
             served: 3,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -247,13 +247,19 @@ impl RegistryClient {
     }
 
     /// `GET /v1/changes`: the whole list without `view`, else what changed since it, as a
-    /// blocking query of `wait` (see [`NodeChanges`]). Bounded like [`list`](Self::list).
+    /// blocking query of `wait` (see [`NodeChanges`]); with `service`, only that service's
+    /// nodes. Bounded like [`list`](Self::list).
     pub async fn changes(
         &self,
         view: Option<FollowerView>,
+        service: Option<&str>,
         wait: Duration,
         max_bytes: usize,
     ) -> Result<NodeChanges, RegistryError> {
+        let mut url = self.changes_url();
+        if let Some(service) = service {
+            url.query_pairs_mut().append_pair("service", service);
+        }
         let params = view.map(
             |FollowerView {
                  epoch,
@@ -268,8 +274,7 @@ impl RegistryClient {
                 (view, wait)
             },
         );
-        self.blocking_get(self.changes_url(), params, max_bytes)
-            .await
+        self.blocking_get(url, params, max_bytes).await
     }
 
     /// A `GET` of JSON at `url`, a blocking query when `params` (the query and its wait) are

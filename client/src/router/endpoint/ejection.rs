@@ -139,11 +139,7 @@ mod tests {
 
     fn endpoint() -> Endpoint<EchoClient> {
         Endpoint::new(
-            &Member {
-                id: "a".into(),
-                addr: "127.0.0.1:1".into(),
-                load: Arc::new(LoadReport::default()),
-            },
+            &Member::new("a", "127.0.0.1:1", Arc::new(LoadReport::default())),
             defaults::ROUTER_IDLE_CLOSE,
         )
     }

@@ -150,6 +150,11 @@ impl<C: ServiceClient> Endpoint<C> {
     }
 
     /// Whether this router alone already fills the node's reported capacity.
+    /// Whether the node is in maintenance: it gets no new call, not even as a last resort.
+    pub(crate) fn in_maintenance(&self) -> bool {
+        self.load.load().in_maintenance()
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         let capacity = self.load.load().capacity();
         capacity != 0 && self.own_in_flight() >= capacity

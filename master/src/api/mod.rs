@@ -5,8 +5,11 @@
 //! | `POST /v1/nodes`              | `RegisterRequest` | `200` + `Lease`                   |
 //! | `PUT /v1/nodes/{id}/heartbeat`| `Heartbeat`     | `200` + `Lease`, `404` if unknown   |
 //! | `DELETE /v1/nodes/{id}`       |                 | `204`, `404` if unknown             |
+//! | `PUT /v1/nodes/{id}/maintenance` | `MaintenanceRequest` | `200` + the node's `NodeInfo`, `404` if unknown (see [`crate::registry`]'s maintenance) |
 //! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
-//! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]) |
+//! | `GET /v1/nodes?service=S&tag=T` |               | the nodes of service `S` carrying tag `T` (either or both); the index is `S`'s |
+//! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]); with `service`, once that service changes |
+//! | `GET /v1/services`            |                 | `200` + `ServiceList` (names, node counts) |
 //! | `GET /v1/events`              |                 | server-sent events of the change feed (see [`crate::sse`]) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
 //! | `GET /`                       |                 | the live status page (see [`crate::status`]) |
@@ -22,8 +25,9 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use distribution_shared::defaults;
-use distribution_shared::wire::{Heartbeat, Lease, NodeList, RegisterRequest};
+use distribution_shared::wire::{
+    Heartbeat, Lease, MaintenanceRequest, NodeInfo, NodeList, RegisterRequest, ServiceList,
+};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +35,14 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::MasterConfig;
 use crate::error::ApiError;
-use crate::registry::{Registration, Registry};
+use crate::registry::{Filter, Registry};
+
+mod validate;
 use crate::watch::{BlockingQuery, Watchers};
+pub use validate::{
+    MAX_META, MAX_NAME_LEN, MAX_TAGS, MAX_TEXT_LEN, validate, validate_service, validate_tag,
+    validate_text,
+};
 
 /// The header that carries the registry's index on `GET /v1/nodes`.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-index");
@@ -56,6 +66,8 @@ pub(crate) fn routes(
         .route("/v1/nodes", post(register))
         .route("/v1/nodes/{id}/heartbeat", put(heartbeat))
         .route("/v1/nodes/{id}", axum::routing::delete(deregister))
+        .route("/v1/nodes/{id}/maintenance", put(maintenance))
+        .route("/v1/services", get(services))
         .route("/health", get(health))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -123,6 +135,9 @@ async fn heartbeat(
             "capacity must be between 1 and {MAX_CAPACITY}"
         )));
     }
+    if let Some(reason) = &beat.maintenance {
+        validate_text("maintenance", reason)?;
+    }
     let lease = registry.heartbeat(&id, &beat);
     metrics::histogram!(crate::observe::HEARTBEAT_SECONDS).record(started.elapsed().as_secs_f64());
     match &lease {
@@ -144,11 +159,33 @@ async fn deregister(
     }
 }
 
+/// `PUT /v1/nodes/{id}/maintenance`: an operator's maintenance on or off.
+async fn maintenance(
+    State(registry): State<Registry>,
+    id: Result<Path<String>, PathRejection>,
+    body: Result<Json<Object<MaintenanceRequest>>, JsonRejection>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    let Path(id) = id?;
+    let Json(Object(req)) = body?;
+    validate_text("reason", &req.reason)?;
+    let reason = req.enabled.then(|| match req.reason.trim() {
+        "" => "set by an operator".to_owned(),
+        reason => reason.to_owned(),
+    });
+    Ok(Json(registry.set_maintenance(&id, reason)?))
+}
+
+async fn services(State(registry): State<Registry>) -> Json<ServiceList> {
+    Json(registry.services())
+}
+
 /// The query parameters of `GET /v1/nodes`; others are ignored.
 #[derive(Debug, Default, Deserialize)]
 struct ListParams {
     index: Option<String>,
     wait: Option<String>,
+    service: Option<String>,
+    tag: Option<String>,
 }
 
 async fn list(
@@ -157,12 +194,31 @@ async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
+    if let Some(service) = &params.service {
+        validate_service(service)?;
+    }
+    if let Some(tag) = &params.tag {
+        validate_tag(tag)?;
+    }
     if let Some(query) =
         BlockingQuery::from_params(params.index.as_deref(), params.wait.as_deref())?
     {
-        watchers.wait(&registry, query).await?;
+        match params.service.as_deref() {
+            Some(service) => {
+                watchers
+                    .wait_events(&registry, query, Some(service))
+                    .await?
+            }
+            None => watchers.wait(&registry, query).await?,
+        }
     }
-    Ok(node_list_response(registry.list(Instant::now())))
+    let filter = Filter {
+        service: params.service,
+        tag: params.tag,
+    };
+    Ok(node_list_response(
+        registry.list_filtered(Instant::now(), &filter),
+    ))
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.
@@ -215,127 +271,5 @@ async fn not_found() -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         message: "no such endpoint; see /v1/nodes and /health".into(),
-    }
-}
-
-/// Checks a registration and resolves the address callers will dial.
-pub fn validate(req: RegisterRequest, peer: SocketAddr) -> Result<Registration, ApiError> {
-    validate_id(&req.id)?;
-    if req.port == 0 {
-        return Err(ApiError::bad_request("port must be between 1 and 65535"));
-    }
-    let capacity = match req.capacity {
-        None => defaults::NODE_CAPACITY,
-        Some(c) if (1..=MAX_CAPACITY).contains(&c) => c,
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "capacity must be between 1 and {MAX_CAPACITY}"
-            )));
-        }
-    };
-    let addr = match req.addr {
-        Some(addr) => validate_addr(&addr)?,
-        None => SocketAddr::new(peer.ip().to_canonical(), req.port).to_string(),
-    };
-    Ok(Registration {
-        id: req.id,
-        addr,
-        capacity,
-    })
-}
-
-fn validate_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > defaults::MAX_ID_LEN {
-        return Err(ApiError::bad_request(format!(
-            "id must be 1 to {} bytes long",
-            defaults::MAX_ID_LEN
-        )));
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        return Err(ApiError::bad_request(
-            "id may hold only ASCII letters, digits, '-', '_', '.' and ':'",
-        ));
-    }
-    Ok(())
-}
-
-fn validate_addr(addr: &str) -> Result<String, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "addr must be host:port with a port from 1 to 65535, got {:?}",
-            truncate(addr, 80)
-        ))
-    };
-    if addr.len() > 255 {
-        return Err(ApiError::bad_request("addr must be at most 255 bytes long"));
-    }
-    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    // Digits only: `u16::from_str` also takes a sign (`h:+80`), which other dialers refuse.
-    if !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
-    if port == 0 || !host_ok {
-        return Err(bad());
-    }
-    Ok(addr.to_owned())
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(id: &str, port: u16, addr: Option<&str>) -> RegisterRequest {
-        RegisterRequest {
-            id: id.into(),
-            port,
-            addr: addr.map(Into::into),
-            capacity: None,
-        }
-    }
-
-    #[test]
-    fn host_comes_from_the_peer_unless_an_address_is_given() {
-        let peer: SocketAddr = "10.1.2.3:55555".parse().unwrap();
-        assert_eq!(
-            validate(req("n1", 4000, None), peer).unwrap().addr,
-            "10.1.2.3:4000"
-        );
-        let given = validate(req("n1", 4000, Some("node-7:4001")), peer).unwrap();
-        assert_eq!(given.addr, "node-7:4001");
-    }
-
-    #[test]
-    fn bad_registrations_are_refused() {
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        for bad in [
-            req("", 1, None),
-            req("a b", 1, None),
-            req(&"x".repeat(129), 1, None),
-            req("n", 0, None),
-            req("n", 1, Some("nohost")),
-            req("n", 1, Some(":80")),
-            req("n", 1, Some("h:0")),
-            req("n", 1, Some("h:99999")),
-            req("n", 1, Some("h/x:80")),
-        ] {
-            let err = validate(bad.clone(), peer).unwrap_err();
-            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
-        }
     }
 }
