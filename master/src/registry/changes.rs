@@ -97,13 +97,18 @@ impl Registry {
     /// The registry's contents, sorted by id, with ages measured at `now`. Its index is the last
     /// published one: a blocking query on it answers when the next snapshot is published.
     pub fn list(&self, now: Instant) -> NodeList {
-        let (index, mut nodes) = {
+        let (index, mut nodes, degraded) = {
             let state = self.lock();
-            (state.published, self.infos(&state, now))
+            let degraded = state.preservation.reason();
+            (state.published, self.infos(&state, now), degraded)
         };
         // Sorted after the lock is released: heartbeats do not wait for it.
         nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        NodeList { index, nodes }
+        NodeList {
+            index,
+            nodes,
+            degraded,
+        }
     }
 
     /// Every node as the API lists it, with ages measured at `now`, unsorted.
