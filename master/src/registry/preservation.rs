@@ -15,18 +15,19 @@
 //! - *expected* renewals are those the registered nodes owe over the window, each at the
 //!   interval it was given (its `terms`), and *received* those (heartbeats and registrations)
 //!   counted over the same window;
-//! - the master is **degraded** when received < `share` × expected ([`MasterConfig::
-//!   self_preservation`], default 0.85) **and** at least [`MIN_SILENT`] (2) nodes are silent
-//!   (no renewal for 1.5 intervals, the `late` state). One node going silent is that node's
-//!   problem, never the master's: in a 3-node cluster one dead node is a third of the renewals,
-//!   and a share alone would keep it listed forever. So a single node that really dies is
-//!   evicted on time whatever the cluster's size, while 2 of 3 silent, or 8 of 10, stop evictions;
+//! - the master is **degraded** when received < `share` × expected
+//!   ([`MasterConfig::self_preservation`], default 0.85) **and** at least [`MIN_SILENT`] (2)
+//!   nodes are silent (no renewal for 1.5 intervals, the `late` state). One node going silent
+//!   is that node's problem, never the master's: in a 3-node cluster one dead node is a third
+//!   of the renewals, and a share alone would keep it listed forever. So a single node that
+//!   really dies is evicted on time whatever the cluster's size, while 2 of 3 silent, or 8 of
+//!   10, stop evictions;
 //! - while degraded, nobody is evicted (late nodes are still marked and listed `late`); the state
 //!   is logged once (warn), reported by `GET /health`, by `GET /v1/nodes` (`degraded`) and by
 //!   the [`crate::observe::SELF_PRESERVATION`] gauge;
 //! - it ends when fewer than [`MIN_SILENT`] nodes are silent, or when renewals are back above
 //!   the midpoint between the share and 100 % (hysteresis: a cluster hovering at the threshold
-//!   does not flap). It is logged once ("resumed") and **every lease is renewed**: the nodes that
+//!   does not flap). It is logged once ("ended") and **every lease is renewed**: the nodes that
 //!   reach the master again arrive over one interval, and without the renewal the last of them
 //!   would be evicted just before its heartbeat. A node that really died meanwhile is evicted one
 //!   TTL after the end.
