@@ -11,20 +11,13 @@ use std::time::{Duration, Instant};
 use distribution_client::RouterConfig;
 use distribution_client::remote;
 use distribution_examples::service::CalcClient;
-use distribution_shared::wire::NodeList;
-use support::procs::{start_master, start_node};
+use support::procs::{node_list, start_master, start_node};
 
 const INTERVAL_MS: u64 = 300;
 const NODES: usize = 3;
 
 async fn listed(registry: &str) -> Option<usize> {
-    let response = reqwest::Client::new()
-        .get(format!("http://{registry}/v1/nodes"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    Some(response.json::<NodeList>().await.ok()?.nodes.len())
+    Some(node_list(registry).await?.nodes.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

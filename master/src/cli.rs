@@ -51,6 +51,11 @@ pub struct MasterArgs {
     #[arg(long, env = "DIST_HEARTBEAT_BUDGET", default_value_t = defaults::HEARTBEAT_BUDGET,
           value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub heartbeat_budget: u32,
+    /// Self-preservation: below this share (0 to 1) of the heartbeats it expects, with two nodes
+    /// silent at least, the master stops evicting until they recover. 0: always evict on the TTL.
+    #[arg(long, env = "DIST_SELF_PRESERVATION", default_value_t = defaults::SELF_PRESERVATION,
+          value_parser = share)]
+    pub self_preservation: f64,
     /// The most nodes the registry holds (registrations beyond get 503).
     #[arg(long, env = "DIST_MAX_NODES", default_value_t = defaults::MAX_NODES as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -83,6 +88,7 @@ impl MasterArgs {
             config.ttl = Duration::from_millis(ttl);
         }
         config.heartbeat_budget = Some(self.heartbeat_budget).filter(|b| *b > 0);
+        config.self_preservation = Some(self.self_preservation).filter(|s| *s > 0.0);
         config.max_nodes = usize::try_from(self.max_nodes).map_err(|_| CliError::TooLarge {
             flag: "--max-nodes",
         })?;
@@ -100,6 +106,16 @@ impl MasterArgs {
             config.http.tls = Some(tls);
         }
         Ok(config)
+    }
+}
+
+/// Parses a share: a number from 0 to 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "`{text}` is not a share from 0 to 1 (0.85 is 85 %)"
+        )),
     }
 }
 
@@ -124,6 +140,8 @@ mod tests {
             "7",
             "--idle-timeout-ms",
             "1500",
+            "--self-preservation",
+            "0.6",
         ])
         .unwrap();
         let config = cli.master.config().unwrap();
@@ -131,6 +149,9 @@ mod tests {
         assert_eq!(config.ttl, Duration::from_millis(600), "3 intervals");
         assert_eq!(config.max_nodes, 7);
         assert_eq!(config.http.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(config.self_preservation, Some(0.6));
+        let off = Cli::try_parse_from(["m", "--self-preservation", "0"]).unwrap();
+        assert_eq!(off.master.config().unwrap().self_preservation, None);
         assert!(config.secret.is_none() && config.http.tls.is_none());
     }
 
@@ -139,6 +160,8 @@ mod tests {
         for args in [
             ["m", "--max-nodes", "0"],
             ["m", "--heartbeat-interval-ms", "1"],
+            ["m", "--self-preservation", "1.5"],
+            ["m", "--self-preservation", "NaN"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }

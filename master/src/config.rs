@@ -19,6 +19,11 @@ pub struct MasterConfig {
     /// `terms` module). Default 4,000 (about a quarter of a core on the benchmark machine);
     /// `None` or 0: the configured interval whatever the size.
     pub heartbeat_budget: Option<u32>,
+    /// Self-preservation: below this share of the renewals it expects over two intervals, with
+    /// two nodes silent at least, the master stops evicting until renewals recover (its network
+    /// is the likelier culprit; see the registry's `preservation` module). Default 0.85;
+    /// `None` or 0: always evict on the TTL.
+    pub self_preservation: Option<f64>,
     /// The most nodes the registry holds; more registrations get `503`. Default 100,000.
     pub max_nodes: usize,
     /// The largest request body the HTTP API reads. Default 64 KiB.
@@ -56,6 +61,7 @@ impl MasterConfig {
             heartbeat_interval: interval,
             ttl: interval * defaults::TTL_INTERVALS,
             heartbeat_budget: Some(defaults::HEARTBEAT_BUDGET),
+            self_preservation: Some(defaults::SELF_PRESERVATION),
             max_nodes: defaults::MAX_NODES,
             max_body_bytes: defaults::MAX_BODY_BYTES,
             request_timeout: Duration::from_secs(10),
@@ -72,6 +78,7 @@ impl std::fmt::Debug for MasterConfig {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("ttl", &self.ttl)
             .field("heartbeat_budget", &self.heartbeat_budget)
+            .field("self_preservation", &self.self_preservation)
             .field("max_nodes", &self.max_nodes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout", &self.request_timeout)
@@ -88,6 +95,7 @@ distribution_shared::with_setters!(MasterConfig {
     with_heartbeat_interval => heartbeat_interval: Duration,
     with_ttl => ttl: Duration,
     with_heartbeat_budget => heartbeat_budget: Option<u32>,
+    with_self_preservation => self_preservation: Option<f64>,
     with_max_nodes => max_nodes: usize,
     with_max_body_bytes => max_body_bytes: usize,
     with_request_timeout => request_timeout: Duration,

@@ -9,7 +9,8 @@
 //! ones it could not read. It then renews every lease, so that each node has one full TTL from
 //! now to be heard again (their retries and queued heartbeats arrive within an interval), logs
 //! the pause once, and judges nobody on that tick. A node that really died meanwhile is evicted
-//! one TTL later than it would have been.
+//! one TTL later than it would have been. A master that runs but hears too few renewals (cut off
+//! from the network) stops evicting too: that is the registry's `preservation` module.
 
 use std::time::Duration;
 

@@ -15,7 +15,8 @@
 //! How the pieces fit (folders and modules a newcomer looks for):
 //! - [`registry`] holds the nodes, their leases and load; it publishes a membership snapshot at
 //!   every change (`registry/publish.rs` coalesces them for large clusters).
-//! - `lease` is the reaper that evicts nodes whose heartbeats stopped for the TTL.
+//! - `lease` is the reaper that evicts nodes whose heartbeats stopped for the TTL (unless most
+//!   renewals are missing: self-preservation, in the registry).
 //! - [`api`] is the HTTP API nodes and callers talk to (`/v1/nodes`, `/v1/events`), with
 //!   [`error`] mapping refusals to 4xx/5xx; `watch` (blocking queries,
 //!   `GET /v1/nodes?index=N&wait=30s`) and `sse` (the event stream) hold no HTTP types of

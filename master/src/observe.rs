@@ -22,6 +22,9 @@ pub const LEAVES: &str = "distribution_master_leaves_total";
 pub const EVICTIONS: &str = "distribution_master_evictions_total";
 /// Counter: nodes replaced by a new id on the same address (a restarted process).
 pub const REPLACEMENTS: &str = "distribution_master_replacements_total";
+/// Gauge: 1 while the master has stopped evicting because most renewals are missing
+/// (self-preservation), else 0.
+pub const SELF_PRESERVATION: &str = "distribution_master_self_preservation";
 /// Counter: heartbeats received and accepted.
 pub const HEARTBEATS: &str = "distribution_master_heartbeats_total";
 /// Counter: heartbeats from unknown ids, answered `404`: each makes its node register again.
@@ -46,6 +49,10 @@ pub fn describe() {
     describe_counter!(
         REPLACEMENTS,
         "Nodes replaced by a new id on the same address."
+    );
+    describe_gauge!(
+        SELF_PRESERVATION,
+        "1 while evictions are stopped because most renewals are missing (self-preservation)."
     );
     describe_counter!(HEARTBEATS, "Heartbeats accepted.");
     describe_counter!(

@@ -17,6 +17,10 @@ pub const HEARTBEAT_BUDGET: u32 = 4_000;
 /// keepalive-every-TTL/3: one late heartbeat (a GC pause, a busy core) never evicts a node.
 pub const TTL_INTERVALS: u32 = 3;
 
+/// Below this share of the renewals it expects (with two nodes silent at least), a master stops
+/// evicting (see `MasterConfig::self_preservation`): 85 %, Eureka's figure.
+pub const SELF_PRESERVATION: f64 = 0.85;
+
 /// The largest tarpc frame either side accepts: 16 MiB. A peer announcing a longer frame is
 /// disconnected instead of making us allocate whatever it claims.
 pub const MAX_FRAME_LEN: usize = 16 * 1024 * 1024;

@@ -187,6 +187,10 @@ pub struct NodeList {
     pub index: u64,
     /// The registered nodes, sorted by id.
     pub nodes: Vec<NodeInfo>,
+    /// Set while the master has stopped evicting because most renewals are missing
+    /// (self-preservation): why. Silent nodes are then still listed, as `late`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// One node's load figures, in a [`NodeChanges`].

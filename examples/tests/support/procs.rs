@@ -127,6 +127,26 @@ pub async fn master_and_node(node_flags: &[&str]) -> (Proc, Proc, String) {
     }
 }
 
+/// The master's node list at `registry`, or `None` when it does not answer within 2 s.
+pub async fn node_list(registry: &str) -> Option<distribution_shared::wire::NodeList> {
+    get_json(&format!("http://{registry}/v1/nodes")).await
+}
+
+/// The master's `GET /health` answer at `registry`, or `None` when it does not answer in 2 s.
+pub async fn health(registry: &str) -> Option<serde_json::Value> {
+    get_json(&format!("http://{registry}/health")).await
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
 /// Starts `distribution-demo node` with `--metrics-listen 127.0.0.1:0` and `extra` flags; returns
 /// it and the address its `/metrics` answers on (read from its log).
 pub fn start_node_with_metrics(registry: &str, extra: &[&str]) -> (Proc, String) {

@@ -11,7 +11,7 @@
 //! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]); with `service`, once that service changes |
 //! | `GET /v1/services`            |                 | `200` + `ServiceList` (names, node counts) |
 //! | `GET /v1/events`              |                 | server-sent events of the change feed (see [`crate::sse`]) |
-//! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}` |
+//! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}`; `"degraded"` + `reason` during self-preservation |
 //! | `GET /`                       |                 | the live status page (see [`crate::status`]) |
 //! | `GET /metrics`                |                 | Prometheus text, when [`MasterConfig::metrics`] is set |
 //!
@@ -227,8 +227,18 @@ fn node_list_response(list: NodeList) -> Response {
     ([(INDEX_HEADER, index)], Json(list)).into_response()
 }
 
+/// `GET /health`. During self-preservation (the master hears too few renewals and stopped
+/// evicting) the status is `degraded` with a `reason`, and the code is still `200`: the process
+/// works, and a `503` would make health checks (Docker's, Kubernetes' liveness) restart the one
+/// process whose restart loses the registry, for a fault that is usually the network's.
 async fn health(State(registry): State<Registry>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "nodes": registry.len() }))
+    let nodes = registry.len();
+    Json(match registry.degraded() {
+        Some(reason) => {
+            serde_json::json!({ "status": "degraded", "reason": reason, "nodes": nodes })
+        }
+        None => serde_json::json!({ "status": "ok", "nodes": nodes }),
+    })
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -122,17 +122,22 @@ impl Registry {
     /// [`Registry::list`] of the nodes `filter` admits. With a service, the index is that
     /// service's (the index of its last change).
     pub fn list_filtered(&self, now: Instant, filter: &Filter) -> NodeList {
-        let (index, mut nodes) = {
+        let (index, mut nodes, degraded) = {
             let state = self.lock();
             let index = match &filter.service {
                 Some(service) => state.services.index_of(service),
                 None => state.published,
             };
-            (index, self.infos(&state, now, filter))
+            let degraded = state.preservation.reason();
+            (index, self.infos(&state, now, filter), degraded)
         };
         // Sorted after the lock is released: heartbeats do not wait for it.
         nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        NodeList { index, nodes }
+        NodeList {
+            index,
+            nodes,
+            degraded,
+        }
     }
 
     /// Every node `filter` admits as the API lists it, with ages measured at `now`, unsorted.

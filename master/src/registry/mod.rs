@@ -36,6 +36,7 @@ use crate::observe;
 mod changes;
 mod entry;
 mod maintenance;
+mod preservation;
 mod publish;
 mod services;
 mod terms;
@@ -102,6 +103,8 @@ struct State {
     published: u64,
     /// Whether changes wait for the publisher task.
     dirty: bool,
+    /// Renewals counted against those expected: evictions stop when most are missing.
+    preservation: preservation::Preservation,
 }
 
 impl Registry {
@@ -119,6 +122,7 @@ impl Registry {
                     index: 0,
                     published: 0,
                     dirty: false,
+                    preservation: preservation::Preservation::new(config),
                 }),
                 membership,
                 terms: Policy::new(config),
@@ -159,6 +163,7 @@ impl Registry {
         let mut state = self.lock();
         let state = &mut *state;
         let terms = self.shared.terms.for_size(state.nodes.len() + 1);
+        state.preservation.renewed(now);
         let mut changed = false;
         if let Some(old) = state.by_addr.get(&reg.addr).filter(|old| **old != reg.id) {
             let old = old.clone();
@@ -248,6 +253,7 @@ impl Registry {
             .get_mut(id)
             .ok_or_else(|| RegistryError::UnknownNode(id.to_owned()))?;
         entry.last_seen = Instant::now();
+        state.preservation.renewed(entry.last_seen);
         entry.terms = terms;
         entry.served = beat.served;
         let capacity = beat.capacity.unwrap_or_else(|| entry.load.capacity());
@@ -302,8 +308,10 @@ impl Registry {
         let mut expired = Vec::new();
         let mut turned_late = Vec::new();
         let mut late = 0usize;
+        let mut tally = preservation::Tally::default();
         for (id, entry) in state.nodes.iter_mut() {
             let silent = now.saturating_duration_since(entry.last_seen);
+            tally.add(&entry.terms, silent);
             if silent > entry.terms.ttl {
                 expired.push(id.clone());
             } else if silent > entry.terms.late_after() {
@@ -313,6 +321,10 @@ impl Registry {
                     turned_late.push((entry.subject(), silent));
                 }
             }
+        }
+        if !preservation::allows_eviction(&mut state, now, &tally) {
+            late += expired.len(); // held back: listed late
+            expired.clear();
         }
         for (node, silent) in &turned_late {
             let reason = format!("no heartbeat for {} ms", silent.as_millis());

@@ -87,11 +87,7 @@ impl Registry {
     /// Renews every lease as of `now` (the master was paused: the nodes' silence was its own, see
     /// `lease`); returns how many.
     pub fn renew_all(&self, now: Instant) -> usize {
-        let mut state = self.lock();
-        for entry in state.nodes.values_mut() {
-            entry.last_seen = entry.last_seen.max(now);
-        }
-        state.nodes.len()
+        super::preservation::renew_every_lease(&mut self.lock(), now)
     }
 
     /// The heartbeat interval and TTL a node registering or beating now is given (scaled with
