@@ -158,3 +158,38 @@ async fn a_node_in_maintenance_gets_no_new_call_and_no_call_fails() {
     }
     master.shutdown().await;
 }
+
+/// The demo node's own switch: SIGUSR1 puts the node process in maintenance, SIGUSR2 takes it
+/// out; the master lists it so at once (the node's heartbeat goes out on the change), and the
+/// node stays registered throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_and_sigusr2_switch_a_demo_node_in_and_out_of_maintenance() {
+    use support::procs;
+    // A long interval: a change listed before the next regular beat came with its own beat.
+    let (_master, registry, _) = procs::start_master(5_000, &[]);
+    let node = procs::start_node(&registry, &["--service", "text"]);
+    let listed = |want: Option<bool>| {
+        let registry = registry.clone();
+        async move {
+            procs::node_list(&registry).await.is_some_and(|list| {
+                list.nodes.len() == 1
+                    && list.nodes[0].service == "text"
+                    && want.is_none_or(|on| list.nodes[0].maintenance.is_some() == on)
+            })
+        }
+    };
+    assert!(support::wait_until(Duration::from_secs(20), || listed(Some(false))).await);
+    node.signal("USR1");
+    let t0 = Instant::now();
+    // Bound: well under the 5 s interval, so the change cannot have waited for a regular beat.
+    assert!(
+        support::wait_until(Duration::from_secs(2), || listed(Some(true))).await,
+        "listed in maintenance"
+    );
+    println!("listed in maintenance {:?} after SIGUSR1", t0.elapsed());
+    node.signal("USR2");
+    assert!(
+        support::wait_until(Duration::from_secs(2), || listed(Some(false))).await,
+        "listed out of maintenance"
+    );
+}
