@@ -20,6 +20,9 @@
 #  10 partition       `docker network disconnect` a node: evicted within TTL + 2 s;
 #                     `docker network connect`: listed again within 15 s. Requests run meanwhile;
 #                     their failures are printed, and fail the step only with E2E_PARTITION_STRICT=1
+#  11 kill-master-of-two  a second master (docker-compose.masters.yml), nodes with both: SIGKILL
+#                     master 1 under load through master 2's gateway: no request fails; master 1
+#                     restarted lists every node within an interval + 2 s (docker/e2e_masters.sh)
 #
 # Knobs (environment): E2E_PROJECT, DIST_IMAGE, E2E_TTL_MS (3000), E2E_HEARTBEAT_MS (1000),
 # E2E_SUM_DELAY_MS (50), E2E_RUST_LOG (info), E2E_LOAD_MAX_REQUESTS (4000), E2E_LOAD_MAX_SECONDS (60),
@@ -42,7 +45,8 @@ export DIST_HEARTBEAT_MS=${E2E_HEARTBEAT_MS:-1000}
 export DIST_SUM_DELAY_MS=${E2E_SUM_DELAY_MS:-50}
 export RUST_LOG=${E2E_RUST_LOG:-info}
 EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
-STEP_NAMES=(up wait-3 healthy sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition)
+STEP_NAMES=(up wait-3 healthy sum-parallel palindrom scale-5 scale-1 kill-node restart-master partition
+    kill-master-of-two)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
 HELPER="$HERE/e2e_helper.py"
@@ -227,6 +231,9 @@ step_partition() {
     fi
     return "$rc"
 }
+
+# shellcheck source=docker/e2e_masters.sh
+source "$HERE/e2e_masters.sh"
 
 # ---------------------------------------------------------------------------------------------
 cleanup() {
