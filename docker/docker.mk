@@ -3,6 +3,8 @@
 #
 #   make docker            static binary (target/static) + image distribution-demo:latest
 #   make demo-up [N=3]     master + N nodes, compose project "distdemo", 127.0.0.1:3000/3001
+#   make demo-up MASTERS=2 two masters (docker-compose.masters.yml: master2 on 127.0.0.1:3003/3004),
+#                          every node registered with both; give MASTERS=2 to demo-scale too
 #   make demo-sum          a few /sum calls in parallel, then /palindrom?n=2000
 #   make demo-scale N=5    scale the node service to N
 #   make demo-down         stop and remove the demo
@@ -29,7 +31,10 @@ DOCKER_CONTEXT := $(DOCKER_TARGET_DIR)/docker-context
 COMPOSE ?= $(shell if $(DOCKER) compose version >/dev/null 2>&1; then echo "$(DOCKER) compose"; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 DEMO_PROJECT ?= distdemo
-DEMO_COMPOSE = $(COMPOSE) -p $(DEMO_PROJECT) -f $(DOCKER_DIR)/docker-compose.yml
+# MASTERS=2 adds the second master's override file; any other value: one master.
+DEMO_FILES = -f $(DOCKER_DIR)/docker-compose.yml \
+	$(if $(filter 2,$(MASTERS)),-f $(DOCKER_DIR)/docker-compose.masters.yml)
+DEMO_COMPOSE = $(COMPOSE) -p $(DEMO_PROJECT) $(DEMO_FILES)
 DEMO_GATEWAY ?= http://127.0.0.1:3001
 DEMO_REGISTRY ?= http://127.0.0.1:3000
 SWARM_STACK ?= distswarm
@@ -59,6 +64,7 @@ docker-check-compose:
 demo-up: docker docker-check-compose
 	$(DEMO_COMPOSE) up -d --scale node=$(or $(N),3)
 	@echo "demo up: gateway $(DEMO_GATEWAY)/sum  registry $(DEMO_REGISTRY)/v1/nodes"
+	@$(if $(filter 2,$(MASTERS)),echo "second master: gateway http://127.0.0.1:3004/sum  registry http://127.0.0.1:3003/v1/nodes")
 	@echo "try: make demo-sum; make demo-scale N=5; make demo-down"
 
 # Several /sum calls in parallel (each line names the node that answered), then /palindrom.

@@ -23,6 +23,9 @@
 #  11 master-cut      `docker network disconnect` the master for 3 TTLs + 2 s: no eviction
 #                     (self-preservation); reconnected, every node listed within an interval + 2 s
 #                     (docker/e2e_master_cut.sh)
+#  13 kill-master-of-two  a second master (docker-compose.masters.yml), nodes with both: SIGKILL
+#                     master 1 under load through master 2's gateway: no request fails; master 1
+#                     restarted lists every node within an interval + 2 s (docker/e2e_masters.sh)
 #
 # Knobs (environment): E2E_PROJECT, DIST_IMAGE, E2E_TTL_MS (3000), E2E_HEARTBEAT_MS (1000),
 # E2E_SUM_DELAY_MS (50), E2E_RUST_LOG (info), E2E_LOAD_MAX_REQUESTS (4000), E2E_LOAD_MAX_SECONDS (60),
@@ -46,7 +49,7 @@ export DIST_SUM_DELAY_MS=${E2E_SUM_DELAY_MS:-50}
 export RUST_LOG=${E2E_RUST_LOG:-info}
 EVICT_BOUND_S=$(( (DIST_TTL_MS + 2000) / 1000 ))
 STEP_NAMES=(up wait-3 healthy sum-parallel palindrom two-services scale-5 scale-1 kill-node
-    restart-master partition master-cut)
+    restart-master partition master-cut kill-master-of-two)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
 HELPER="$HERE/e2e_helper.py"
@@ -238,6 +241,8 @@ step_partition() {
 
 # shellcheck source=docker/e2e_master_cut.sh
 source "$HERE/e2e_master_cut.sh"
+# shellcheck source=docker/e2e_masters.sh
+source "$HERE/e2e_masters.sh"
 
 # ---------------------------------------------------------------------------------------------
 cleanup() {

@@ -8,15 +8,14 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use distribution_client::remote::{self, RemoteConfig};
 use distribution_client::{CallRouter, RouterConfig, ScatterOptions};
 use distribution_examples::service::{CalcClient, palindromes_answer};
 use distribution_master::{Master, MasterConfig};
+use support::load::{drive, remote_router, served, stop_after, wait_listed};
 use support::procs::{Proc, start_master_on, start_node};
 use support::wait_until;
 use tokio::net::TcpListener;
@@ -50,89 +49,6 @@ async fn wait_nodes(master: &Master, n: usize, timeout: Duration) -> bool {
         async move { registry.len() == n }
     })
     .await
-}
-
-/// What a load run saw.
-#[derive(Debug, Default)]
-struct Outcome {
-    ok: usize,
-    failures: Vec<String>,
-    per_node: HashMap<String, usize>,
-}
-
-impl Outcome {
-    /// Fails the test, showing the first few failures, unless every call succeeded.
-    fn assert_no_failure(&self) {
-        assert!(
-            self.failures.is_empty(),
-            "{} of {} failed: {:?}",
-            self.failures.len(),
-            self.ok + self.failures.len(),
-            &self.failures[..self.failures.len().min(5)]
-        );
-    }
-
-    fn merge(&mut self, other: Outcome) {
-        self.ok += other.ok;
-        self.failures.extend(other.failures);
-        for (node, n) in other.per_node {
-            *self.per_node.entry(node).or_default() += n;
-        }
-    }
-}
-
-/// `workers` concurrent loops of `sum` calls, each until `stop` is set or `max_calls` calls,
-/// checking every answer.
-async fn drive(
-    router: &CallRouter<CalcClient>,
-    workers: usize,
-    max_calls: usize,
-    stop: Arc<AtomicBool>,
-) -> Outcome {
-    let tasks: Vec<_> = (0..workers)
-        .map(|w| {
-            let (router, stop) = (router.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut outcome = Outcome::default();
-                for i in 0..max_calls {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let (a, b) = (w as i64, i as i64 * 7);
-                    let reply = router
-                        .call(move |c, ctx| async move { c.sum(ctx, vec![a, b]).await })
-                        .await;
-                    match reply {
-                        Ok(reply) if reply.value == Ok(a + b) => {
-                            outcome.ok += 1;
-                            *outcome
-                                .per_node
-                                .entry(reply.node.id.to_string())
-                                .or_default() += 1;
-                        }
-                        Ok(reply) => outcome
-                            .failures
-                            .push(format!("wrong answer {:?}", reply.value)),
-                        Err(err) => outcome.failures.push(err.to_string()),
-                    }
-                }
-                outcome
-            })
-        })
-        .collect();
-    let mut total = Outcome::default();
-    for task in tasks {
-        total.merge(task.await.unwrap());
-    }
-    total
-}
-
-fn stop_after(stop: &Arc<AtomicBool>, after: Duration) {
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(after).await;
-        stop.store(true, Ordering::Relaxed);
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,26 +346,7 @@ async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_me
     let interval_ms = INTERVAL.as_millis() as u64;
     let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
     let nodes: Vec<Proc> = (0..3).map(|_| node(&registry, 20)).collect();
-    let router: CallRouter<CalcClient> = remote::connect_with(
-        &registry,
-        RemoteConfig::default()
-            .with_router(
-                RouterConfig::default()
-                    .with_idempotent(true)
-                    .with_attempt_timeout(Some(Duration::from_millis(500)))
-                    .with_attempts(4),
-            )
-            .with_load_refresh(INTERVAL)
-            .with_retry_base(Duration::from_millis(50))
-            .with_retry_max(Duration::from_millis(200))
-            .with_restart_grace(INTERVAL * 3),
-    )
-    .await
-    .unwrap();
-    assert!(
-        router.wait_for_nodes(3, Duration::from_secs(20)).await,
-        "the caller sees the 3 nodes"
-    );
+    let router = remote_router(&registry, INTERVAL, 3).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     stop_after(&stop, Duration::from_secs(4));
@@ -518,32 +415,6 @@ async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_me
          {outage_calls} in 0.5 s of outage, membership rebuilt {rebuilt_after:?} after the restart",
         outcome.ok
     );
-}
-
-/// Calls this router has completed, over all nodes.
-fn served(router: &CallRouter<CalcClient>) -> u64 {
-    router.stats().iter().map(|s| s.served).sum()
-}
-
-/// Polls the master's `GET /v1/nodes` until it lists `n` nodes (connection errors count as not
-/// yet).
-async fn wait_listed(registry: &str, n: usize, timeout: Duration) -> bool {
-    let url = format!("http://{registry}/v1/nodes");
-    support::wait_until(timeout, || {
-        let url = url.clone();
-        async move {
-            let Ok(response) = reqwest::get(&url).await else {
-                return false;
-            };
-            let Ok(body) = response.json::<serde_json::Value>().await else {
-                return false;
-            };
-            body["nodes"]
-                .as_array()
-                .is_some_and(|nodes| nodes.len() == n)
-        }
-    })
-    .await
 }
 
 /// Lets a SIGTERMed node finish its graceful exit in the background, then reaps it.

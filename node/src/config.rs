@@ -1,10 +1,11 @@
-//! [`NodeConfig`]: where the master is, how the node presents itself, and its limits.
+//! [`NodeConfig`]: where the masters are, how the node presents itself, and its limits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distribution_shared::defaults;
+use distribution_shared::registry_client::split_masters;
 use distribution_shared::tokio_rustls::rustls;
 use distribution_shared::{SecretString, ServiceClient};
 
@@ -21,8 +22,12 @@ pub struct NodeTls {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NodeConfig {
-    /// The master's registry API: `host:port` or `http://host:port`.
-    pub master: String,
+    /// The masters' registry APIs, each `host:port` or `http(s)://host:port`. The node keeps a
+    /// lease with each of them (one heartbeat loop per master), counts as registered while at
+    /// least one holds it, and leaves them all on a graceful stop. Masters do not talk to each
+    /// other: each rebuilds its list from the heartbeats. [`NodeConfig::new`] takes one address
+    /// or a comma-separated list.
+    pub masters: Vec<String>,
     /// The node's id; a fresh `node-<uuid>` when `None`.
     pub id: Option<String>,
     /// The `host:port` callers should dial. When `None` the master uses the address the
@@ -86,10 +91,14 @@ impl NodeConfig {
         self.with_service(C::SERVICE.to_owned())
     }
 
-    /// The defaults, registering with `master`.
-    pub fn new(master: impl Into<String>) -> Self {
+    /// The defaults, registering with `masters`: one address (`"m1:3000"`) or a
+    /// comma-separated list (`"m1:3000,m2:3000"`, as `--master` and `DIST_MASTER` take it).
+    pub fn new(masters: impl AsRef<str>) -> Self {
         Self {
-            master: master.into(),
+            masters: split_masters(masters.as_ref())
+                .into_iter()
+                .map(String::from)
+                .collect(),
             id: None,
             advertise: None,
             capacity: defaults::NODE_CAPACITY,
@@ -118,24 +127,27 @@ impl NodeConfig {
             .max(1)
     }
 
-    /// The master's base URL, no trailing slash: `master` as given when it has a scheme, else
-    /// `https://master` under TLS and `http://master` without.
-    pub fn master_url(&self) -> String {
-        let master = self.master.trim_end_matches('/');
-        if master.starts_with("http://") || master.starts_with("https://") {
-            master.to_owned()
-        } else if self.tls.is_some() {
-            format!("https://{master}")
-        } else {
-            format!("http://{master}")
-        }
+    /// The masters' base URLs, in order, no trailing slash: each master as given when it has a
+    /// scheme, else `https://master` under TLS and `http://master` without.
+    pub fn master_urls(&self) -> Vec<String> {
+        let url = |master: &String| {
+            let master = master.trim_end_matches('/');
+            if master.starts_with("http://") || master.starts_with("https://") {
+                master.to_owned()
+            } else if self.tls.is_some() {
+                format!("https://{master}")
+            } else {
+                format!("http://{master}")
+            }
+        };
+        self.masters.iter().map(url).collect()
     }
 }
 
 // `NodeConfig` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)
 // with these `with_…` methods, or set its public fields.
 distribution_shared::with_setters!(NodeConfig {
-    with_master => master: String,
+    with_masters => masters: Vec<String>,
     with_id => id: Option<String>,
     with_advertise => advertise: Option<String>,
     with_capacity => capacity: u32,
@@ -160,11 +172,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn master_url_accepts_bare_and_full_forms() {
-        assert_eq!(NodeConfig::new("m:3000").master_url(), "http://m:3000");
+    fn master_urls_accept_bare_and_full_forms_and_lists() {
+        assert_eq!(NodeConfig::new("m:3000").master_urls(), ["http://m:3000"]);
         assert_eq!(
-            NodeConfig::new("http://m:3000/").master_url(),
-            "http://m:3000"
+            NodeConfig::new("http://m:3000/").master_urls(),
+            ["http://m:3000"]
+        );
+        assert_eq!(
+            NodeConfig::new(" m1:3000, http://m2:3000/ ,").master_urls(),
+            ["http://m1:3000", "http://m2:3000"]
         );
     }
 }

@@ -7,6 +7,10 @@
 //! Only a `404` on a *heartbeat* ("forgotten") registers again at once, and only once in a row:
 //! if that registration fails too, it is an outage. `stop` is honoured in every branch, requests
 //! to the master included, so a node stops promptly whatever the master answers.
+//!
+//! A node with several masters runs one loop per master, each with its own lease, its own
+//! interval (from that master's answers) and its own outage log; [`Leases`] counts how many of
+//! them hold the lease, and the node counts as registered while at least one does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +23,49 @@ use tracing::{info, warn};
 use crate::load::Load;
 use crate::master_client::{MasterClient, MasterError};
 
-/// Keeps the node registered until `stop` is cancelled. `registered` tells the rest of the node
-/// whether the master currently holds its lease.
+/// How many of the node's masters hold its lease now, shared by the heartbeat loops (one per
+/// master) and read by `NodeHandle` (registered while it is above zero).
+#[derive(Debug, Clone)]
+pub(crate) struct Leases(Arc<watch::Sender<usize>>);
+
+impl Leases {
+    /// No lease held yet, and the receiver the node's handle reads.
+    pub(crate) fn new() -> (Self, watch::Receiver<usize>) {
+        let (tx, rx) = watch::channel(0);
+        (Self(Arc::new(tx)), rx)
+    }
+
+    /// Records that one loop's master now holds (`now`) or no longer holds its lease; `held`
+    /// is that loop's own state, so each loop counts once at most.
+    fn set(&self, held: &mut bool, now: bool) {
+        if *held != now {
+            *held = now;
+            self.0.send_modify(|n| {
+                *n = if now {
+                    n.saturating_add(1)
+                } else {
+                    n.saturating_sub(1)
+                }
+            });
+        }
+    }
+}
+
+/// Keeps the node registered with `master` until `stop` is cancelled, counting its lease in
+/// `leases` while that master holds it.
 pub(crate) async fn run(
     master: MasterClient,
     request: RegisterRequest,
     load: Arc<Load>,
     mut interval: Duration,
-    registered: watch::Sender<bool>,
+    leases: Leases,
     stop: CancellationToken,
 ) {
     let mut lease: Option<Lease> = None;
     let mut outage = false;
     let mut maintenance = load.watch_maintenance();
+    let mut held = false;
+    let base = master.base().clone();
     loop {
         crate::observe::refresh(&load);
         maintenance.borrow_and_update();
@@ -56,36 +90,37 @@ pub(crate) async fn run(
             }
         };
         let Some(result) = stop.run_until_cancelled(exchange).await else {
+            leases.set(&mut held, false);
             return;
         };
         match result {
             Ok(granted) => {
                 if lease.is_none() {
-                    info!(node = %request.id, addr = %granted.addr, "registered with the master");
+                    info!(node = %request.id, addr = %granted.addr, master = %base, "registered with the master");
                 }
                 if outage {
-                    info!(node = %request.id, "master reachable again");
+                    info!(node = %request.id, master = %base, "master reachable again");
                     outage = false;
                 }
                 interval = Duration::from_millis(granted.heartbeat_interval_ms.max(10));
                 lease = Some(granted);
-                registered.send_replace(true);
+                leases.set(&mut held, true);
             }
             Err(MasterError::UnknownNode) if lease.is_some() => {
-                warn!(node = %request.id, "the master forgot this node; registering again");
+                warn!(node = %request.id, master = %base, "the master forgot this node; registering again");
                 metrics::counter!(crate::observe::REREGISTRATIONS).increment(1);
                 lease = None;
-                registered.send_replace(false);
+                leases.set(&mut held, false);
                 continue;
             }
             Err(err) => {
                 metrics::counter!(crate::observe::HEARTBEAT_FAILURES).increment(1);
                 if !outage {
-                    warn!(node = %request.id, error = %err, "no lease from the master (unreachable or refusing); retrying every interval");
+                    warn!(node = %request.id, master = %base, error = %err, "no lease from the master (unreachable or refusing); retrying every interval");
                     outage = true;
                 }
                 lease = None;
-                registered.send_replace(false);
+                leases.set(&mut held, false);
             }
         }
         // The next beat after the interval, or at once when the node goes into maintenance or
@@ -97,6 +132,7 @@ pub(crate) async fn run(
             }
         };
         if stop.run_until_cancelled(pause).await.is_none() {
+            leases.set(&mut held, false);
             return;
         }
     }

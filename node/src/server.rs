@@ -1,5 +1,6 @@
 //! The node's tarpc server and its lifecycle: accept connections, serve calls (counted by
-//! [`Load`]), keep the lease (the `heartbeat` module), and on shutdown leave the master and drain.
+//! [`Load`]), keep a lease with each master (the `heartbeat` module: one loop per master), and on
+//! shutdown leave every master and drain.
 //!
 //! Where each part runs (decided for issue #10: a busy handler must not get its node evicted):
 //! - **the lifecycle**, on the node's own thread `dist-node-lifecycle` (a current-thread runtime,
@@ -17,7 +18,8 @@
 //! caller's runtime shutting down) and [`NodeHandle::stopped`] joins it.
 //!
 //! Shutdown order, so that no call is lost:
-//! 1. stop accepting connections and deregister (routers stop sending here within milliseconds);
+//! 1. stop accepting connections and deregister from every master (routers stop sending here
+//!    within milliseconds);
 //! 2. keep serving the open connections until no call has run for a short linger, bounded by
 //!    the drain timeout, so that calls already on the wire still get their answer;
 //! 3. close the connections. A call that reaches the node after that fails on the caller's side
@@ -44,7 +46,7 @@ use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
 use crate::connection::{ConnectionLimits, Handover, serve_connection};
 use crate::error::StartError;
-use crate::heartbeat;
+use crate::heartbeat::{self, Leases};
 use crate::lifecycle::{self, Ended};
 use crate::load::{Counted, Load};
 use crate::master_client::{MasterClient, RegistrySettings};
@@ -63,7 +65,7 @@ pub struct NodeHandle {
     id: String,
     local_addr: SocketAddr,
     load: Arc<Load>,
-    registered: watch::Receiver<bool>,
+    leases: watch::Receiver<usize>,
     graceful: CancellationToken,
     kill: CancellationToken,
     ended: Ended,
@@ -93,13 +95,23 @@ impl NodeHandle {
         &self.load
     }
 
-    /// Waits until the master holds the node's lease, for at most `timeout`.
+    /// Waits until at least one master holds the node's lease, for at most `timeout`.
     pub async fn wait_registered(&self, timeout: Duration) -> bool {
-        let mut rx = self.registered.clone();
+        self.wait_leases(1, timeout).await
+    }
+
+    /// Waits until at least `n` of the node's masters hold its lease, for at most `timeout`.
+    pub async fn wait_leases(&self, n: usize, timeout: Duration) -> bool {
+        let mut rx = self.leases.clone();
         matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await,
+            tokio::time::timeout(timeout, rx.wait_for(|held| *held >= n)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// How many of the node's masters ([`NodeConfig::masters`]) hold its lease now.
+    pub fn leases(&self) -> usize {
+        *self.leases.borrow()
     }
 
     /// A token that starts a graceful shutdown when cancelled (e.g. from a signal handler).
@@ -126,7 +138,8 @@ impl NodeHandle {
     }
 }
 
-/// Starts a node serving `handler` on `listener` and registering with the master of `config`.
+/// Starts a node serving `handler` on `listener` and registering with every master of `config`
+/// ([`NodeConfig::masters`]).
 /// Must be called within a tokio runtime: the calls run on it, the node's lifecycle on a thread
 /// of its own (see the module's documentation).
 ///
@@ -150,15 +163,13 @@ where
         .id
         .clone()
         .unwrap_or_else(|| format!("node-{}", uuid::Uuid::new_v4().simple()));
-    let master = MasterClient::new(
-        &config.master,
-        RegistrySettings::new(config.master_timeout)
-            .with_secret(config.secret.as_ref())
-            .with_tls(config.tls.as_ref().map(|tls| tls.client.clone())),
-    )?;
+    let settings = RegistrySettings::new(config.master_timeout)
+        .with_secret(config.secret.as_ref())
+        .with_tls(config.tls.as_ref().map(|tls| tls.client.clone()));
+    let masters = masters_of(&config, &settings)?;
     auth::announce(&config);
     let load = Arc::new(Load::new(config.capacity));
-    let (registered_tx, registered) = watch::channel(false);
+    let (leases_tx, leases) = Leases::new();
     let graceful = CancellationToken::new();
     let kill = CancellationToken::new();
     let request = RegisterRequest {
@@ -172,7 +183,7 @@ where
     let lifecycle = Lifecycle {
         id: id.clone(),
         config,
-        master,
+        masters,
         load: load.clone(),
         graceful: graceful.clone(),
         kill: kill.clone(),
@@ -192,7 +203,7 @@ where
             ));
         }
     };
-    let run = lifecycle.run(listener, request, registered_tx, handler, handlers);
+    let run = lifecycle.run(listener, request, leases_tx, handler, handlers);
     let ended = lifecycle::spawn(runtime, run)
         .map_err(|e| local_error("cannot start the lifecycle thread", e))?;
     info!(node = %id, addr = %local_addr, "node listening");
@@ -200,11 +211,28 @@ where
         id,
         local_addr,
         load,
-        registered,
+        leases,
         graceful,
         kill,
         ended,
     })
+}
+
+/// One registry client per master of `config`, in order; a bad address among them, or none at
+/// all, fails the start before any request.
+fn masters_of(
+    config: &NodeConfig,
+    settings: &RegistrySettings,
+) -> Result<Vec<MasterClient>, StartError> {
+    let masters = match config.masters.as_slice() {
+        // An empty list gets the parser's error for an empty address.
+        [] => &[String::new()][..],
+        masters => masters,
+    };
+    masters
+        .iter()
+        .map(|master| MasterClient::new(master, settings.clone()).map_err(StartError::from))
+        .collect()
 }
 
 /// An error of the node's own making (no request reached the master).
@@ -225,7 +253,8 @@ fn move_listener(
 struct Lifecycle {
     id: String,
     config: NodeConfig,
-    master: MasterClient,
+    /// One per master; each gets its own heartbeat loop and lease.
+    masters: Vec<MasterClient>,
     load: Arc<Load>,
     graceful: CancellationToken,
     kill: CancellationToken,
@@ -236,7 +265,7 @@ impl Lifecycle {
         self,
         listener: TcpListener,
         request: RegisterRequest,
-        registered: watch::Sender<bool>,
+        leases: Leases,
         handler: F,
         handlers: Handle,
     ) where
@@ -247,14 +276,22 @@ impl Lifecycle {
     {
         let caller = lifecycle::watch_caller(&handlers, self.kill.clone());
         let beats = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat::run(
-            self.master.clone(),
-            request,
-            self.load.clone(),
-            self.config.heartbeat_interval,
-            registered,
-            beats.clone(),
-        ));
+        // One loop per master, each with the same registration (built once, in `start`).
+        let heartbeats: Vec<_> = self
+            .masters
+            .iter()
+            .map(|master| {
+                tokio::spawn(heartbeat::run(
+                    master.clone(),
+                    request.clone(),
+                    self.load.clone(),
+                    self.config.heartbeat_interval,
+                    leases.clone(),
+                    beats.clone(),
+                ))
+            })
+            .collect();
+        drop(leases);
         let connections = TaskTracker::new();
         let threads = Arc::new(Semaphore::new(self.config.cpu_threads.max(1)));
         let service = Counted::new(handler, self.load.clone(), threads);
@@ -265,7 +302,7 @@ impl Lifecycle {
         }
         // The accept loop (and with it the listener) is dropped: no new connection from here.
         beats.cancel();
-        let _ = heartbeat.await;
+        futures::future::join_all(heartbeats).await;
         if !self.kill.is_cancelled() {
             self.leave().await;
         }
@@ -347,14 +384,19 @@ impl Lifecycle {
         }
     }
 
-    /// Graceful exit: deregister, then wait (bounded) until no call has run for [`LINGER`].
+    /// Graceful exit: deregister from every master at once (each bounded by the request
+    /// timeout), then wait (bounded) until no call has run for [`LINGER`].
     async fn leave(&self) {
-        match self.master.deregister(&self.id).await {
-            Ok(()) => info!(node = %self.id, "left the master"),
-            Err(err) => {
-                warn!(node = %self.id, error = %err, "could not deregister; the lease will expire")
+        let leaving = self.masters.iter().map(|master| async move {
+            match master.deregister(&self.id).await {
+                Ok(()) => info!(node = %self.id, master = %master.base(), "left the master"),
+                Err(err) => {
+                    warn!(node = %self.id, master = %master.base(), error = %err,
+                        "could not deregister; the lease will expire")
+                }
             }
-        }
+        });
+        futures::future::join_all(leaving).await;
         let drain = async {
             loop {
                 self.load.idle().await;

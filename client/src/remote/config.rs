@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::registry_client::{RegistryClient, RegistrySettings};
+use distribution_shared::backoff::Backoff;
+use distribution_shared::registry_client::{RegistryClient, RegistrySettings, split_masters};
 use distribution_shared::tokio_rustls::rustls;
 use distribution_shared::{SecretString, defaults};
 
 use super::ConnectError;
 use crate::router::RouterConfig;
 
-/// How a remote caller follows the master. `RemoteConfig::default()` gives the documented
-/// defaults.
+/// How a remote caller follows its masters. `RemoteConfig::default()` gives the documented
+/// defaults. The masters themselves are the address given to [`connect`](super::connect) (one,
+/// or a comma-separated list to fail over in: see the `failover` module).
 // Not `#[non_exhaustive]` yet: callers across the workspace (examples, bench, the master's
 // tests) build it with ``, which that would forbid.
 #[derive(Debug, Clone)]
@@ -29,8 +31,9 @@ pub struct RemoteConfig {
     /// How long connecting to the master, or an answer beyond the query's wait, may take.
     /// Default 5 s.
     pub request_timeout: Duration,
-    /// The first pause before asking an unreachable master again; it doubles at each failure
-    /// (jittered by +-20 %). Default 100 ms.
+    /// The first pause before asking an unreachable master again (with several masters: before
+    /// a new round, once every one has failed; the next is tried at once); it doubles at each
+    /// round (jittered by +-20 %). Default 100 ms.
     pub retry_base: Duration,
     /// The longest pause between two tries. Default 5 s.
     pub retry_max: Duration,
@@ -70,14 +73,28 @@ impl RemoteConfig {
             .or_else(|| self.router.tls.as_ref().map(|tls| tls.config.clone()))
     }
 
-    /// The registry client of the master at `master` with these settings (the request
-    /// timeout, the one secret, the master's TLS). Fails on a bad address, before any request.
-    pub(crate) fn registry(&self, master: &str) -> Result<RegistryClient, ConnectError> {
+    /// One registry client per master of `masters` (one address, or a comma-separated list,
+    /// read by `split_masters`), in order, with these settings (the request timeout, the one
+    /// secret, the master's TLS). Fails on a bad address, before any request.
+    pub(crate) fn registries(&self, masters: &str) -> Result<Vec<RegistryClient>, ConnectError> {
         let secret = self.secret.as_ref().or(self.router.secret.as_ref());
         let settings = RegistrySettings::new(self.request_timeout)
             .with_secret(secret)
             .with_tls(self.effective_master_tls());
-        RegistryClient::new(master, settings).map_err(|err| ConnectError::building(master, err))
+        split_masters(masters)
+            .into_iter()
+            .map(|master| {
+                RegistryClient::new(master, settings.clone())
+                    .map_err(|err| ConnectError::building(master, err))
+            })
+            .collect()
+    }
+
+    /// The pauses between rounds of tries at unreachable masters: [`RemoteConfig::retry_base`]
+    /// doubling to [`RemoteConfig::retry_max`], jittered so that callers cut off together do
+    /// not retry together.
+    pub(crate) fn retry_backoff(&self) -> Backoff {
+        Backoff::new(self.retry_base, self.retry_max).with_jitter()
     }
 }
 

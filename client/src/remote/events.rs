@@ -5,12 +5,13 @@
 //! master is down it reconnects with a backoff (the remote caller's `retry_base` doubling to
 //! `retry_max`) and resumes with `Last-Event-ID`, so nothing within the master's bounded history
 //! (the master's `events::HISTORY`) is missed; a gap beyond it is logged. A restarted master (its
-//! index starts again from zero) sends its whole history. The background task stops when the
-//! stream is dropped.
+//! index starts again from zero) sends its whole history. With several masters it reads one and
+//! fails over to the next (the `failover` module); each master numbers its own events, so after
+//! a switch it reads the new master's events from then on (a `Last-Event-ID` of one master means
+//! nothing to another). The background task stops when the stream is dropped.
 
 use std::time::Duration;
 
-use distribution_shared::backoff::Backoff;
 use distribution_shared::registry_client::RegistryClient;
 use distribution_shared::wire::MembershipEvent;
 use eventsource_stream::Eventsource;
@@ -19,13 +20,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
+use super::failover::Masters;
 use super::{ConnectError, RemoteConfig};
 
 /// How many received events wait for the reader before the connection is read no further.
 const BUFFER: usize = 256;
 
-/// The membership events of the master at `master` (`host:port` or `http://host:port`) from
-/// now on, as a stream that reconnects by itself (see the module docs). Fails at once only on an
+/// The membership events of the master at `master` (`host:port` or `http://host:port`, or a
+/// comma-separated list of masters to fail over in) from now on, as a stream that reconnects by itself (see the module docs). Fails at once only on an
 /// invalid address or TLS settings; an unreachable master is retried.
 ///
 /// ```no_run
@@ -52,23 +54,22 @@ pub fn events_after(
     after: Option<u64>,
 ) -> Result<impl Stream<Item = MembershipEvent> + Send + 'static, ConnectError> {
     let config = config.clone().with_one_secret();
-    let registry = config.registry(master)?;
+    let masters = Masters::new(config.registries(master)?, config.retry_backoff());
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(follow(registry, config, after, tx));
+    tokio::spawn(follow(masters, after, tx));
     Ok(ReceiverStream::new(rx))
 }
 
 /// Reads the event stream, reconnecting, until the receiver is dropped.
 async fn follow(
-    registry: RegistryClient,
-    config: RemoteConfig,
+    mut masters: Masters<RegistryClient>,
     mut last: Option<u64>,
     tx: mpsc::Sender<MembershipEvent>,
 ) {
-    let mut backoff = Backoff::new(config.retry_base, config.retry_max);
     let mut outage = false;
-    let url = registry.events_url();
     loop {
+        let registry = masters.current().clone();
+        let url = registry.events_url();
         let response = tokio::select! {
             _ = tx.closed() => return,
             response = registry.events(last) => response,
@@ -79,7 +80,7 @@ async fn follow(
                     debug!(url = %url, "event stream back");
                     outage = false;
                 }
-                backoff.reset();
+                masters.succeeded();
                 let mut events = response.bytes_stream().eventsource();
                 loop {
                     let next = tokio::select! {
@@ -103,11 +104,16 @@ async fn follow(
             }
             Err(err) => err.to_string(),
         };
+        let pause: Duration = masters.failed();
+        if masters.len() > 1 {
+            // Another master's indices are not this one's: from now on, on the next master.
+            last = None;
+        }
         if !outage {
-            warn!(url = %url, error = %failure, "event stream interrupted; reconnecting");
+            warn!(url = %url, error = %failure, next = %masters.current().events_url(),
+                "event stream interrupted; reconnecting");
             outage = true;
         }
-        let pause: Duration = backoff.next_pause();
         tokio::select! {
             _ = tx.closed() => return,
             _ = tokio::time::sleep(pause) => {}

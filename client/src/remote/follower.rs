@@ -1,14 +1,14 @@
-//! The watcher: the task that follows the master's node list and publishes each new node set
+//! The watcher: the task that follows a master's node list and publishes each new node set
 //! into the router's feed (see the [module docs](super) for the behaviour): the first answer at
-//! start, load figures updated in place, the outage (last view kept, loads zeroed, backoff), and
-//! the restart grace (nodes missing from a restarted master's list kept until they re-register).
+//! start, load figures updated in place, the outage (last view kept, loads zeroed, the next
+//! master tried at once, then backoff: the `failover` module), and the restart grace (nodes
+//! missing from a restarted or another master's list kept until they re-register).
 //!
 //! It asks `GET /v1/changes` with its view (the master's epoch, index and load version): the
 //! master answers at the next membership event, or after the refresh period with the load
 //! figures that changed meanwhile. Only the first answer, an answer after an outage, a master
 //! restart (another epoch) or a follower too far behind carry the whole list.
 
-use distribution_shared::backoff::Backoff;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,22 +21,23 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::failover::Masters;
 use super::{ConnectError, RemoteConfig};
 use crate::membership::{LoadReport, Member, Membership};
 
-/// Waits for the master's first answer, then spawns the watcher; returns its feed and task.
+/// Waits for the first answer of one of `masters` (one address or a comma-separated list, tried
+/// in order), then spawns the watcher; returns its feed and task.
 /// With `service`, it follows that service's nodes only: the master filters the list, the
 /// events and the load figures, and a change of another service does not wake it.
 pub(crate) async fn spawn_watcher(
-    master: &str,
+    masters: &str,
     config: &RemoteConfig,
     service: Option<&str>,
 ) -> Result<(watch::Receiver<Membership>, JoinHandle<()>), ConnectError> {
     let config = config.clone().with_one_secret();
-    let registry = config.registry(master)?;
+    let masters = Masters::new(config.registries(masters)?, config.retry_backoff());
     let mut watcher = Watcher {
-        url: registry.changes_url(),
-        registry,
+        masters,
         service: service.map(str::to_owned),
         config,
         loads: HashMap::new(),
@@ -47,14 +48,13 @@ pub(crate) async fn spawn_watcher(
     };
     let timeout = watcher.config.first_answer_timeout;
     let deadline = Instant::now() + timeout;
-    let mut backoff = watcher.retry_backoff();
     let first = loop {
         let failure = match tokio::time::timeout_at(deadline, watcher.fetch()).await {
             Ok(Ok(list)) => break list,
             // A client error will not change by asking again; an overloaded master (503) may.
             Ok(Err(RegistryError::Refused { status, message })) if status.is_client_error() => {
                 return Err(ConnectError::Refused {
-                    url: watcher.url.to_string(),
+                    url: watcher.url().to_string(),
                     status,
                     message,
                 });
@@ -62,35 +62,44 @@ pub(crate) async fn spawn_watcher(
             Ok(Err(err)) => Some(err),
             Err(_) => None,
         };
-        let pause = backoff.next_pause();
+        let tried = watcher.url();
+        let pause = watcher.masters.failed();
         if Instant::now() + pause >= deadline {
+            let urls: Vec<String> = watcher
+                .masters
+                .all()
+                .iter()
+                .map(|m| m.changes_url().to_string())
+                .collect();
             return Err(ConnectError::Unreachable {
-                url: watcher.url.to_string(),
+                url: urls.join(", "),
                 timeout,
                 last: failure,
             });
         }
         match &failure {
             Some(err) => {
-                debug!(url = %watcher.url, error = %err, "master not answering yet; retrying")
+                debug!(url = %tried, error = %err, next = %watcher.url(), "master not answering yet; retrying")
             }
-            None => debug!(url = %watcher.url, "master not answering yet (timed out); retrying"),
+            None => {
+                debug!(url = %tried, next = %watcher.url(), "master not answering yet (timed out); retrying")
+            }
         }
         tokio::time::sleep(pause).await;
     };
+    watcher.masters.succeeded();
     let first = watcher.apply(first).unwrap_or_default();
-    info!(url = %watcher.url, nodes = first.members.len(), "following the master's node list");
+    info!(url = %watcher.url(), nodes = first.members.len(), "following the master's node list");
     let (tx, rx) = watch::channel(first);
     Ok((rx, tokio::spawn(watcher.run(tx))))
 }
 
 /// The watcher's state: what it last published and what it knows of the master.
 struct Watcher {
-    registry: RegistryClient,
+    /// The masters, the one followed now, and the pauses between rounds of failures.
+    masters: Masters<RegistryClient>,
     /// The one service followed, or every node.
     service: Option<String>,
-    /// The node list's URL, for the logs.
-    url: Url,
     config: RemoteConfig,
     /// One load report per node id, shared with the router's endpoints and updated in place.
     loads: HashMap<Arc<str>, Arc<LoadReport>>,
@@ -106,17 +115,14 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// The pauses between tries at an unreachable master: [`RemoteConfig::retry_base`] doubling
-    /// to [`RemoteConfig::retry_max`], jittered so that callers cut off together do not retry
-    /// together.
-    fn retry_backoff(&self) -> Backoff {
-        Backoff::new(self.config.retry_base, self.config.retry_max).with_jitter()
+    /// The URL of the node list followed now, for the logs.
+    fn url(&self) -> Url {
+        self.masters.current().changes_url()
     }
 
     async fn run(mut self, tx: watch::Sender<Membership>) {
         let refresh = self.config.load_refresh;
         let mut outage: Option<Instant> = None;
-        let mut backoff = self.retry_backoff();
         loop {
             let asked = self.view;
             let started = Instant::now();
@@ -127,11 +133,11 @@ impl Watcher {
             let idle = match answer {
                 Ok(changes) => {
                     if let Some(since) = outage.take() {
-                        info!(url = %self.url, down_ms = since.elapsed().as_millis() as u64,
-                            "master reachable again");
+                        info!(url = %self.url(), down_ms = since.elapsed().as_millis() as u64,
+                            "following the master's node list again");
                         self.grace_until = Some(Instant::now() + self.config.restart_grace);
                     }
-                    backoff.reset();
+                    self.masters.succeeded();
                     let index = changes.index;
                     match self.apply(changes) {
                         Some(membership) => {
@@ -154,18 +160,22 @@ impl Watcher {
                     }
                 }
                 Err(err) => {
+                    let failed = self.url();
+                    // The next master is asked at once; a pause only after a whole round.
+                    let pause = self.masters.failed();
                     if outage.is_none() {
-                        warn!(url = %self.url, error = %err, nodes = self.members.len(),
-                            "master unreachable; routing on the last known nodes");
+                        warn!(url = %failed, error = %err, nodes = self.members.len(),
+                            next = %self.url(),
+                            "master unreachable; routing on the last known nodes, asking the next master");
                         outage = Some(started);
                         for load in self.loads.values() {
                             load.set(0, load.capacity());
                         }
                     } else {
-                        debug!(url = %self.url, error = %err, "master still unreachable");
+                        debug!(url = %failed, error = %err, next = %self.url(), "master still unreachable");
                     }
                     self.view = None;
-                    backoff.next_pause()
+                    pause
                 }
             };
             if !idle.is_zero() {
@@ -175,7 +185,7 @@ impl Watcher {
                 }
             }
         }
-        debug!(url = %self.url, "nobody follows the node list any more; watcher stopped");
+        debug!(url = %self.url(), "nobody follows the node list any more; watcher stopped");
     }
 
     /// One request for what changed: a blocking query when the watcher has a view, else the
@@ -190,14 +200,17 @@ impl Watcher {
             .is_some_and(|until| Instant::now() >= until);
         let view = if grace_over { None } else { self.view };
         let service = self.service.as_deref();
-        self.registry.changes(view, service, wait, max).await
+        self.masters
+            .current()
+            .changes(view, service, wait, max)
+            .await
     }
 
     /// Takes in an answer: updates the load reports in place and returns the new membership if
     /// the node set (ids and addresses) changed.
     fn apply(&mut self, changes: NodeChanges) -> Option<Membership> {
         if self.view.is_some_and(|v| v.epoch != changes.epoch) {
-            info!(url = %self.url, "the master restarted (another epoch); taking its list");
+            info!(url = %self.url(), "the master restarted (another epoch); taking its list");
             self.grace_until = Some(Instant::now() + self.config.restart_grace);
         }
         self.view = Some(FollowerView {

@@ -52,6 +52,15 @@
 //!   [`RemoteConfig::restart_grace`] after an outage or a restart, nodes missing from its list
 //!   are kept; new nodes are added at once. After the grace the view is the master's list.
 //!
+//! # Several masters
+//!
+//! Every entry point takes one master's address or a comma-separated list,
+//! `"m1:3000,m2:3000"`. Nodes keep a lease with every master; a caller follows **one** and, when
+//! it fails (refused, timed out, `5xx`), moves to the next at once, keeping its view and routing
+//! on it meanwhile; only after every master failed in a row does it pause (the backoff above).
+//! The next master's first answer is its whole list (another `epoch`), and the restart grace
+//! keeps the nodes it has not listed yet. See the `failover` module.
+//!
 //! # Security
 //!
 //! A master with a cluster secret gets it from [`RemoteConfig::secret`], and the nodes get the
@@ -66,6 +75,7 @@
 //!
 //! - `config`: [`RemoteConfig`];
 //! - `error`: [`ConnectError`];
+//! - `failover`: the masters in order, the one followed, the pauses between rounds;
 //! - `follower`: the watcher's state machine (first answer, load updates in place, outage,
 //!   restart grace);
 //! - `events`: [`events`], the master's membership events as a stream.
@@ -76,6 +86,7 @@
 mod config;
 mod error;
 mod events;
+mod failover;
 mod follower;
 #[cfg(test)]
 mod tests;
@@ -90,8 +101,10 @@ pub use error::ConnectError;
 pub use events::{events, events_after};
 use follower::spawn_watcher;
 
-/// A router over the nodes of the master at `master` (`host:port` or `http://host:port`), with
-/// the default [`RemoteConfig`] and the router settings `config`.
+/// A router over the nodes of the master at `master` (`host:port` or `http://host:port`, or a
+/// comma-separated list of masters, followed one at a time in that order: see
+/// [Several masters](self#several-masters)), with the default [`RemoteConfig`] and the router
+/// settings `config`.
 ///
 /// ```no_run
 /// # #[tarpc::service] trait Arith { async fn sum(values: Vec<i64>) -> i64; }
@@ -122,8 +135,9 @@ pub async fn connect_with<C: ServiceClient>(
     Ok(CallRouter::new(feed, config.router))
 }
 
-/// The membership feed alone, of every service: waits for the master's first answer, then
-/// follows its node list (see the [module docs](self)). The watcher runs until every clone of the receiver is dropped.
+/// The membership feed alone, of every service: waits for the first answer of a master of `master` (one address
+/// or a comma-separated list), then follows its node list
+/// (see the [module docs](self)). The watcher runs until every clone of the receiver is dropped.
 ///
 /// Each [`Membership`] it publishes is a new node set; its `index` is the feed's own version,
 /// which grows at every change (the master's index may go back when the master restarts).

@@ -3,10 +3,10 @@
 //! ```text
 //! distribution-demo master [--registry 0.0.0.0:3000] [--gateway 0.0.0.0:3001] [--max-nodes N]
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
-//! distribution-demo node --master HOST:PORT [--listen 0.0.0.0:0] [--advertise HOST:PORT]
+//! distribution-demo node --master HOST:PORT[,HOST:PORT...] [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //!                        [--max-connections N] [--max-connections-per-ip N] [--metrics-listen HOST:PORT]
 //!                        [--worker-threads N]
-//! distribution-demo client --master HOST:PORT sum --values 2,4,6 [--repeat N] [--concurrency C]
+//! distribution-demo client --master HOST:PORT[,HOST:PORT...] sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
 //! distribution-demo health [HOST:PORT]
 //! distribution-demo client --master HOST:PORT watch [--events [--after N]]
@@ -59,7 +59,8 @@ enum Role {
     },
     /// Run a node serving the Calc service and registering with the master.
     Node {
-        /// The master's registry API, HOST:PORT.
+        /// The masters' registry APIs, HOST:PORT or a comma-separated list
+        /// (`m1:3000,m2:3000`): the node keeps a lease with each of them.
         #[arg(long, env = "DIST_MASTER")]
         master: String,
         /// Where the node's RPC server listens (port 0: the OS picks one).
@@ -124,7 +125,9 @@ enum Role {
     /// Run a job from this process against a running cluster: the calls go to the nodes
     /// directly, routed by a router that follows the master's node list.
     Client {
-        /// The master's registry API, HOST:PORT.
+        /// The master's registry API, HOST:PORT, or a comma-separated list of masters
+        /// (`m1:3000,m2:3000`): the client follows the first that answers and fails over to
+        /// the next.
         #[arg(long, env = "DIST_MASTER")]
         master: String,
         /// Serve `GET /metrics` (Prometheus: this client's router) on this address.

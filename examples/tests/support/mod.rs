@@ -2,6 +2,7 @@
 //! 127.0.0.1 port 0, and bounded waits.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod pki;
 pub mod procs;
 

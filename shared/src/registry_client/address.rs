@@ -1,7 +1,8 @@
 //! The one parser of a master's address, for the nodes and the remote callers alike: what
 //! is accepted (`host:port`, `http://host:port[/]`, `https://…` only with TLS settings) and
 //! what is refused up front (a path, query, fragment or user name, since every request goes to
-//! `{base}/v1/...`; an empty host; a bad port; another scheme), as one typed [`AddressError`].
+//! `{base}/v1/...`; an empty host; a bad port; another scheme), as one typed [`AddressError`];
+//! and [`split_masters`], the one reader of a list of masters (`m1:3000,m2:3000`).
 
 use reqwest::Url;
 
@@ -58,6 +59,23 @@ pub fn parse_address(master: &str, tls: bool) -> Result<Url, AddressError> {
         return Err(AddressError::NotABase);
     }
     Ok(url)
+}
+
+/// The addresses of a list of masters, `"m1:3000,m2:3000"` (what `--master` and `DIST_MASTER`
+/// take): split on commas, trimmed, empty items dropped, order kept (a remote caller follows
+/// the first and fails over in this order). A list with no address at all gives one empty
+/// address, which [`parse_address`] refuses (no host).
+pub fn split_masters(list: &str) -> Vec<&str> {
+    let masters: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if masters.is_empty() {
+        vec![""]
+    } else {
+        masters
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +148,17 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("bad master address"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_list_of_masters_splits_on_commas_in_order() {
+        assert_eq!(split_masters("m1:3000"), ["m1:3000"]);
+        assert_eq!(
+            split_masters(" m1:3000, http://m2:3000/ ,,"),
+            ["m1:3000", "http://m2:3000/"]
+        );
+        // Nothing but separators: one empty address, for the parser to refuse.
+        assert_eq!(split_masters(" , "), [""]);
+        assert!(parse_address(split_masters(" , ")[0], false).is_err());
     }
 }

@@ -33,7 +33,7 @@ use crate::wire::{ErrorBody, Heartbeat, Lease, NodeChanges, NodeList, RegisterRe
 
 mod address;
 
-pub use address::{AddressError, parse_address};
+pub use address::{AddressError, parse_address, split_masters};
 
 /// The largest answer read for anything but the node list (a lease, an error message).
 const MAX_SMALL_BODY: usize = 64 * 1024;
