@@ -191,3 +191,23 @@ async fn a_partial_or_bad_view_is_a_400() {
     }
     master.shutdown().await;
 }
+
+/// A view of this process whose index is ahead of the registry (forged, or confused) is no view:
+/// it gets the whole list, not the ring's events, which it may never have seen.
+#[tokio::test]
+async fn an_index_from_the_future_of_this_process_gets_the_whole_list() {
+    let (master, base) = master().await;
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        join(&master, i);
+    }
+    let (first, _) = get(&http, &format!("{base}/v1/changes")).await;
+    let ahead = NodeChanges {
+        index: first.index + 1_000,
+        ..first.clone()
+    };
+    let (answer, _) = get(&http, &view_url(&base, &ahead, "0s")).await;
+    let full = answer.full.expect("the whole list");
+    assert_eq!(full.len(), 3);
+    assert!(answer.events.is_empty());
+}
