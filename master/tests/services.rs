@@ -50,6 +50,11 @@ async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) 
     response.json().await.unwrap()
 }
 
+/// `PUT url` with `body`: the answer.
+async fn put(http: &reqwest::Client, url: &str, body: serde_json::Value) -> reqwest::Response {
+    http.put(url).json(&body).send().await.unwrap()
+}
+
 fn ids(list: &NodeList) -> Vec<&str> {
     list.nodes.iter().map(|n| n.id.as_str()).collect()
 }
@@ -195,13 +200,13 @@ async fn a_blocking_query_of_one_service_is_not_answered_by_a_change_of_another(
         .send()
         .await
         .unwrap();
-    let put = http
-        .put(format!("{base}/v1/nodes/t2/maintenance"))
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+    let answer = put(
+        &http,
+        &format!("{base}/v1/nodes/t2/maintenance"),
+        json!({"enabled": true}),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !list.is_finished(),
@@ -240,15 +245,15 @@ async fn maintenance_flags_a_node_that_stays_registered() {
     let (master, base, http) = master().await;
     register(&http, &base, &node("c1", 7001, "calc", &[])).await;
     let url = format!("{base}/v1/nodes/c1/maintenance");
-    let on: NodeInfo = http
-        .put(&url)
-        .json(&json!({"enabled": true, "reason": "kernel upgrade"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let on: NodeInfo = put(
+        &http,
+        &url,
+        json!({"enabled": true, "reason": "kernel upgrade"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(on.maintenance.as_deref(), Some("kernel upgrade"));
     let listed: NodeList = get(&http, &format!("{base}/v1/nodes")).await;
     assert_eq!(
@@ -269,23 +274,19 @@ async fn maintenance_flags_a_node_that_stays_registered() {
         (json!({"enabled": true, "reason": "r".repeat(300)}), 400),
         (json!({"enabled": true, "x": 1}), 422),
     ] {
-        let response = http.put(&url).json(&body).send().await.unwrap();
+        let response = put(&http, &url, body.clone()).await;
         assert_eq!(response.status(), status, "{body}");
     }
-    let unknown = http
-        .put(format!("{base}/v1/nodes/nobody/maintenance"))
-        .json(&json!({"enabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let unknown = put(
+        &http,
+        &format!("{base}/v1/nodes/nobody/maintenance"),
+        json!({"enabled": true}),
+    )
+    .await;
     assert_eq!(unknown.status(), 404);
 
-    let off: NodeInfo = http
-        .put(&url)
-        .json(&json!({"enabled": false}))
-        .send()
+    let off: NodeInfo = put(&http, &url, json!({"enabled": false}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
