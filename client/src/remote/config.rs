@@ -26,7 +26,7 @@ pub struct RemoteConfig {
     /// The `wait` of each blocking query, so the longest the load figures go without a refresh
     /// while the node set does not change. Default: the heartbeat interval, 1 s.
     pub load_refresh: Duration,
-    /// How long [`connect`] keeps trying to get the master's first answer. Default 5 s.
+    /// How long [`connect`](super::connect) keeps trying to get the master's first answer. Default 5 s.
     pub first_answer_timeout: Duration,
     /// How long connecting to the master, or an answer beyond the query's wait, may take.
     /// Default 5 s.

@@ -30,7 +30,7 @@
 //! return for them. The watcher therefore bounds each query's `wait` by
 //! [`RemoteConfig::load_refresh`] (default: one heartbeat interval, 1 s): a join or a leave still
 //! arrives within milliseconds, and without one the answer comes back after at most that period
-//! with fresh load figures. These are written in place into the [`LoadReport`]s the router already
+//! with fresh load figures. These are written in place into the [`LoadReport`](crate::membership::LoadReport)s the router already
 //! reads (one `Arc` per node id, kept across answers), without republishing the node set, so the
 //! router neither rebuilds its endpoints nor drops a connection for a load update. The cost is one
 //! small HTTP request per caller per refresh period.

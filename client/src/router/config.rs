@@ -55,6 +55,24 @@ pub struct RouterConfig {
     /// 16; `usize::MAX`: always exact (a call then
     /// costs in proportion to the cluster).
     pub exact_pick_up_to: usize,
+    /// Above this many nodes the router calls only a window of them sized by its load (the
+    /// aperture: see [`RouterConfig::aperture_min`]). Default 256; `usize::MAX`: never (every
+    /// call may go to any node, and the router may hold a connection to each).
+    pub aperture_above: usize,
+    /// The fewest nodes in the window, the router's own random subset of the cluster (the
+    /// routers of a cluster together use every node). Default 2: a light caller still compares
+    /// two nodes, so one slow node does not take all its calls.
+    pub aperture_min: usize,
+    /// The most calls in flight of this router per window node. The window holds its calls in
+    /// flight at `aperture_budget / mean call time` calls per node, between 1 and this: long
+    /// calls get a node each (as without an aperture), short ones share connections, which
+    /// costs less per call. Default 16; 1: one node per call in flight.
+    pub aperture_load: u32,
+    /// How long calls may queue behind each other on a window node: calls per node =
+    /// this / the mean call time (see [`RouterConfig::aperture_load`]). Default 2 ms: a
+    /// short call (tens to hundreds of microseconds) then shares its node with a few others,
+    /// a call of 2 ms or more has a node of its own.
+    pub aperture_budget: Duration,
     /// Backup requests for idempotent calls (see [`HedgePolicy`]). `None` (the default): no
     /// call is hedged unless its [`CallOptions::hedge`] asks.
     pub hedge: Option<HedgePolicy>,
@@ -83,6 +101,10 @@ impl Default for RouterConfig {
             hedge: None,
             tags: Vec::new(),
             exact_pick_up_to: super::pick::EXACT_UP_TO,
+            aperture_above: super::aperture::ABOVE,
+            aperture_min: super::aperture::MIN,
+            aperture_load: super::aperture::LOAD,
+            aperture_budget: super::aperture::BUDGET,
         }
     }
 }
@@ -141,6 +163,10 @@ distribution_shared::with_setters!(RouterConfig {
     with_hedge => hedge: Option<HedgePolicy>,
     with_exact_pick_up_to => exact_pick_up_to: usize,
     with_tags => tags: Vec<String>,
+    with_aperture_above => aperture_above: usize,
+    with_aperture_min => aperture_min: usize,
+    with_aperture_load => aperture_load: u32,
+    with_aperture_budget => aperture_budget: Duration,
 });
 
 // `CallOptions` is `#[non_exhaustive]`: other crates build it from `Default` (or its constructor)

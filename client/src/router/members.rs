@@ -1,9 +1,12 @@
 //! The router's view of the cluster: the endpoints it follows from the membership feed, and the
 //! choice of a node for each call.
 //!
-//! The endpoint list is an immutable snapshot swapped atomically ([`ArcSwap`]) at each membership
-//! change, so choosing a node takes no lock shared by the calls: it loads the snapshot, scores a
-//! few endpoints (`pick.rs`) and counts the call on the chosen one with atomics.
+//! The endpoint list is an immutable snapshot ([`View`]) swapped atomically ([`ArcSwap`]) at each
+//! membership change, so choosing a node takes no lock shared by the calls: it loads the
+//! snapshot, scores a few endpoints of the router's window (`aperture.rs`, `pick.rs`) and counts
+//! the call on the chosen one with atomics.
+//!
+//! [`ArcSwap`]: arc_swap::ArcSwap
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -17,8 +20,26 @@ use super::endpoint::{self, Endpoint};
 use super::{Shared, pick};
 use crate::membership::Membership;
 
+/// The router's endpoints at one membership snapshot.
+pub(super) struct View<C: ServiceClient> {
+    /// Every endpoint, in the membership's order.
+    pub(super) all: Vec<Arc<Endpoint<C>>>,
+    /// The same endpoints in the router's ring order, whose first nodes are its window; empty
+    /// while the cluster is too small for an aperture (see `aperture.rs`).
+    pub(super) ring: Vec<Arc<Endpoint<C>>>,
+}
+
+impl<C: ServiceClient> Default for View<C> {
+    fn default() -> Self {
+        Self {
+            all: Vec::new(),
+            ring: Vec::new(),
+        }
+    }
+}
+
 impl<C: ServiceClient> Shared<C> {
-    pub(super) fn endpoints(&self) -> Arc<Vec<Arc<Endpoint<C>>>> {
+    pub(super) fn endpoints(&self) -> Arc<View<C>> {
         self.endpoints.load_full()
     }
 
@@ -56,24 +77,36 @@ impl<C: ServiceClient> Shared<C> {
         fallback: bool,
         rng: &mut R,
     ) -> Option<endpoint::InFlight<C>> {
-        let endpoints = self.endpoints();
+        let view = self.endpoints();
         let now = Instant::now();
         let fresh = |e: &Arc<Endpoint<C>>| !tried.contains(&e.node.id) && !e.in_maintenance();
+        let healthy = |e: &Arc<Endpoint<C>>| fresh(e) && e.takes_calls(now) && !e.is_full();
         let score = |e: &Arc<Endpoint<C>>| e.score();
         let exact = self.config.exact_pick_up_to;
-        let found = pick::choose(
-            &endpoints,
-            exact,
-            |e| fresh(e) && e.takes_calls(now) && !e.is_full(),
-            score,
-            rng,
-        )
-        .or_else(|| {
+        // A healthy node of the window with room for the call; else the less used of it and a
+        // healthy node anywhere (the window is a preference, not a wall); else (for `pick`)
+        // any node still worth a try. A small cluster has no window: the whole cluster.
+        let window = self.aperture.window(view.ring.len());
+        let ring = &view.ring[..window.size];
+        let in_window = exact.max(WINDOW_EXACT_UP_TO);
+        let near = pick::choose(ring, in_window, healthy, score, rng).map(|i| &ring[i]);
+        let found = match near {
+            Some(e) if window.size == view.ring.len() || e.score() < window.per_node => Some(e),
+            near => {
+                let far = pick::choose(&view.all, exact, healthy, score, rng).map(|i| &view.all[i]);
+                match (near, far) {
+                    (Some(n), Some(f)) => Some(if f.score() < n.score() { f } else { n }),
+                    (n, f) => n.or(f),
+                }
+            }
+        };
+        let found = found.or_else(|| {
             fallback
-                .then(|| pick::choose(&endpoints, exact, |e| fresh(e), score, rng))
+                .then(|| pick::choose(&view.all, exact, fresh, score, rng))
                 .flatten()
+                .map(|i| &view.all[i])
         })?;
-        Some(endpoints[found].begin())
+        Some(found.begin())
     }
 
     /// Rebuilds the endpoint list for a new membership, keeping the endpoints (and so the
@@ -83,7 +116,7 @@ impl<C: ServiceClient> Shared<C> {
     pub(super) fn sync(&self, membership: &Membership) {
         let old = self.endpoints();
         let by_id: HashMap<&str, &Arc<Endpoint<C>>> =
-            old.iter().map(|e| (&*e.node.id, e)).collect();
+            old.all.iter().map(|e| (&*e.node.id, e)).collect();
         let next: Vec<Arc<Endpoint<C>>> = membership
             .members
             .iter()
@@ -93,13 +126,22 @@ impl<C: ServiceClient> Shared<C> {
                     e.follow_load(m);
                     Arc::clone(e)
                 }
-                _ => Arc::new(Endpoint::new(m, self.config.idle_close)),
+                _ => Arc::new(Endpoint::new(
+                    m,
+                    self.config.idle_close,
+                    self.aperture.usage(),
+                )),
             })
             .collect();
         let kept: std::collections::HashSet<*const Endpoint<C>> =
             next.iter().map(Arc::as_ptr).collect();
-        self.endpoints.store(Arc::new(next));
-        for gone in old.iter().filter(|e| !kept.contains(&Arc::as_ptr(e))) {
+        let mut ring = Vec::new();
+        if self.aperture.applies(next.len()) {
+            ring = next.clone();
+            self.ring.sort(&mut ring, |e| &e.node.id);
+        }
+        self.endpoints.store(Arc::new(View { all: next, ring }));
+        for gone in old.all.iter().filter(|e| !kept.contains(&Arc::as_ptr(e))) {
             gone.remove();
         }
     }
@@ -128,7 +170,7 @@ pub(super) async fn follow<C: ServiceClient>(
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                for endpoint in shared.endpoints().iter() {
+                for endpoint in shared.endpoints().all.iter() {
                     endpoint.refresh_gauge();
                 }
             }
@@ -136,5 +178,132 @@ pub(super) async fn follow<C: ServiceClient>(
     }
 }
 
+/// Up to this many nodes a window is searched exactly (least used of all): it holds about one
+/// node per call in flight, and calls that many in flight are long enough for the scan not to
+/// count.
+const WINDOW_EXACT_UP_TO: usize = 256;
+
 /// How often a router sets its per-node gauges again (see `follow`).
 const GAUGE_REFRESH: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{LoadReport, Member};
+    use crate::router::{CallRouter, RouterConfig};
+    use std::collections::HashSet;
+
+    use crate::router::testing::EchoClient;
+
+    /// A router (seeded) over `n` members reporting no load; their reports, by id.
+    fn router(n: usize) -> (CallRouter<EchoClient>, HashMap<String, Arc<LoadReport>>) {
+        let mut reports = HashMap::new();
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                let report = Arc::new(LoadReport::new(0, 1024));
+                reports.insert(format!("m{i}"), report.clone());
+                Member::new(&format!("m{i}"), &format!("127.1.0.1:{}", 1000 + i), report)
+            })
+            .collect();
+        let (tx, rx) = watch::channel(Membership {
+            index: 1,
+            members: Arc::from(members),
+        });
+        std::mem::forget(tx);
+        let router = CallRouter::new(rx, RouterConfig::default().with_seed(Some(11)));
+        (router, reports)
+    }
+
+    fn ring_ids(router: &CallRouter<EchoClient>, first: usize) -> Vec<String> {
+        let view = router.shared.endpoints();
+        view.ring[..first]
+            .iter()
+            .map(|e| e.node.id.to_string())
+            .collect()
+    }
+
+    /// Makes the router's mean call time 20 µs, as after many short calls.
+    fn after_short_calls(router: &CallRouter<EchoClient>) {
+        let usage = router.shared.aperture.usage();
+        for _ in 0..200 {
+            usage.begin();
+            usage.end(Duration::from_micros(20));
+        }
+    }
+
+    /// `n` calls picked and held (still in flight), and the nodes they went to.
+    fn hold(
+        router: &CallRouter<EchoClient>,
+        n: usize,
+    ) -> (Vec<endpoint::InFlight<EchoClient>>, HashSet<String>) {
+        let calls: Vec<_> = (0..n)
+            .map(|_| router.shared.pick(&[]).expect("a node"))
+            .collect();
+        let picked = calls
+            .iter()
+            .map(|c| c.endpoint().node.id.to_string())
+            .collect();
+        (calls, picked)
+    }
+
+    #[tokio::test]
+    async fn held_picks_fill_the_front_of_the_ring_one_per_node() {
+        let (router, _) = router(1_000);
+        // Up to 256 the window is searched exactly (above, two random draws may both find busy
+        // nodes, and the call then looks at the whole cluster).
+        let (_calls, picked) = hold(&router, 256);
+        assert_eq!(
+            picked.len(),
+            256,
+            "a new router gives each call its own node"
+        );
+        let front: HashSet<String> = ring_ids(&router, 256).into_iter().collect();
+        assert_eq!(picked, front, "and only the first 256 of its ring");
+    }
+
+    #[tokio::test]
+    async fn short_calls_share_the_minimum_window() {
+        let (router, _) = router(1_000);
+        after_short_calls(&router);
+        let (_calls, picked) = hold(&router, 16);
+        // 2 ms / 20 µs, at most 16 per node: a window of ceil(16 / 16) nodes, at least 2.
+        assert!(
+            picked.len() <= 2,
+            "16 short calls on {} nodes",
+            picked.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_window_busy_with_other_callers_calls_sends_the_call_outside() {
+        let (router, reports) = router(1_000);
+        // Other callers keep 10 calls on every node of this router's window (its first 2).
+        let front = ring_ids(&router, 2);
+        for id in &front {
+            reports[id].set(10, 1024);
+        }
+        // Calls held (long ones: each may have a node of its own).
+        let (_calls, picked) = hold(&router, 50);
+        assert_eq!(picked.len(), 50);
+        for id in &front {
+            assert!(
+                !picked.contains(id),
+                "picked {id}, busy with 10 other calls"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_cluster_has_no_window() {
+        let (router, _) = router(256);
+        assert!(router.shared.endpoints().ring.is_empty());
+        // Short calls, which a window would keep to 2 nodes: spread over the whole cluster.
+        after_short_calls(&router);
+        let (_calls, picked) = hold(&router, 256);
+        assert!(
+            picked.len() > 150,
+            "256 short calls on {} nodes",
+            picked.len()
+        );
+    }
+}

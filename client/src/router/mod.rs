@@ -6,6 +6,9 @@
 //!
 //! - **one connection per node**, dialled on first use, multiplexing every call (`endpoint.rs`);
 //! - **least used**: the fewest calls in flight, ties broken at random (`pick.rs`);
+//! - **aperture**: in a large cluster, only a subset of the nodes sized by the router's own
+//!   load (`aperture.rs`), so that a router over 10,000 nodes holds the connections its calls
+//!   need, not 10,000;
 //! - **failover**: a call whose connection fails is retried on another node, up to
 //!   [`RouterConfig::attempts`] nodes, all within one deadline; the failed node is ejected from
 //!   routing at once (for a backoff that grows with repeated failures) instead of waiting for
@@ -21,6 +24,7 @@
 //! Calls are retried only when the connection failed, which may happen after the node received
 //! the request: a routed call must therefore be idempotent (at-least-once delivery).
 
+mod aperture;
 mod attempt;
 mod config;
 mod endpoint;
@@ -31,6 +35,8 @@ mod members;
 mod pick;
 mod scatter;
 mod stub;
+#[cfg(test)]
+mod testing;
 mod window;
 
 use distribution_shared::backoff::Backoff;
@@ -52,7 +58,6 @@ use tokio_util::sync::CancellationToken;
 use crate::membership::Membership;
 use attempt::Plan;
 pub use config::{CallOptions, RouterConfig};
-use endpoint::Endpoint;
 pub use error::{CallError, NodeRef};
 pub use handle::CallHandle;
 pub use hedge::{HedgeDelay, HedgePolicy, HedgeStats};
@@ -107,7 +112,11 @@ impl<C: ServiceClient> Clone for CallRouter<C> {
 }
 
 struct Shared<C: ServiceClient> {
-    endpoints: ArcSwap<Vec<Arc<Endpoint<C>>>>,
+    endpoints: ArcSwap<members::View<C>>,
+    /// The window's size and the router's calls in flight (see `aperture.rs`).
+    aperture: aperture::Aperture,
+    /// The router's own order of the nodes, whose first ones are its window.
+    ring: aperture::Ring,
     membership: watch::Receiver<Membership>,
     config: RouterConfig,
     /// The key of [`RouterConfig::secret`], computed once.
@@ -136,8 +145,19 @@ impl<C: ServiceClient> CallRouter<C> {
         let rng = config
             .seed
             .map(|seed| Mutex::new(SmallRng::seed_from_u64(seed)));
+        // The ring's salt: from the seed when one asks for reproducible routing.
+        let salt = config
+            .seed
+            .map_or_else(rand::random, |seed| seed ^ 0x9e37_79b9_7f4a_7c15);
         let shared = Arc::new(Shared {
-            endpoints: ArcSwap::from_pointee(Vec::new()),
+            endpoints: ArcSwap::from_pointee(members::View::default()),
+            aperture: aperture::Aperture::new(
+                config.aperture_above,
+                config.aperture_min,
+                config.aperture_load,
+                config.aperture_budget,
+            ),
+            ring: aperture::Ring::new(salt),
             membership: membership.clone(),
             key: Key::from_secret(config.secret.as_ref()),
             hedging: hedge::Hedging::new(&config),
@@ -159,7 +179,7 @@ impl<C: ServiceClient> CallRouter<C> {
 
     /// How many nodes the router knows.
     pub fn len(&self) -> usize {
-        self.shared.endpoints().len()
+        self.shared.endpoints().all.len()
     }
 
     /// Whether the router knows no node.
@@ -198,6 +218,7 @@ impl<C: ServiceClient> CallRouter<C> {
         let now = Instant::now();
         self.shared
             .endpoints()
+            .all
             .iter()
             .map(|e| NodeStats {
                 node: e.node.clone(),
@@ -317,11 +338,7 @@ mod tests {
     use super::*;
     use crate::membership::{LoadReport, Member};
 
-    #[tarpc::service]
-    trait Echo {
-        async fn echo(value: u32) -> u32;
-    }
-    distribution_shared::service_client!(EchoClient);
+    use testing::EchoClient;
 
     fn member(id: &str, in_flight: u32) -> Member {
         Member::new(

@@ -131,16 +131,13 @@ mod tests {
     use crate::membership::{LoadReport, Member};
     use distribution_shared::defaults;
 
-    #[tarpc::service]
-    trait Echo {
-        async fn echo(value: u32) -> u32;
-    }
-    distribution_shared::service_client!(EchoClient);
+    use crate::router::testing::EchoClient;
 
     fn endpoint() -> Endpoint<EchoClient> {
         Endpoint::new(
             &Member::new("a", "127.0.0.1:1", Arc::new(LoadReport::default())),
             defaults::ROUTER_IDLE_CLOSE,
+            crate::router::aperture::Aperture::new(0, 1, 1, Duration::from_millis(1)).usage(),
         )
     }
 

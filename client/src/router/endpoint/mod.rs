@@ -28,6 +28,7 @@ use super::error::NodeRef;
 
 mod ejection;
 
+use super::aperture::Usage;
 use crate::membership::{LoadReport, Member};
 use ejection::Ejection;
 
@@ -40,6 +41,8 @@ pub(crate) struct Endpoint<C: ServiceClient> {
     /// between two snapshots): the old report is no longer updated by anyone.
     load: ArcSwap<LoadReport>,
     in_flight: AtomicU32,
+    /// What the router's calls do on every node (its aperture's counters).
+    usage: Arc<Usage>,
     /// The `distribution_router_node_in_flight` gauge of this node (see `observe`).
     in_flight_gauge: metrics::Gauge,
     served: AtomicU64,
@@ -72,8 +75,9 @@ pub(crate) type Conn<C> =
     NodeChannel<<C as ServiceClient>::Request, <C as ServiceClient>::Response>;
 
 impl<C: ServiceClient> Endpoint<C> {
-    /// The endpoint of `member`; its connection is dropped after `idle_close` without calls.
-    pub(crate) fn new(member: &Member, idle_close: Duration) -> Self {
+    /// The endpoint of `member`; its connection is dropped after `idle_close` without calls. Its
+    /// calls also count in `usage`, the router's.
+    pub(crate) fn new(member: &Member, idle_close: Duration, usage: Arc<Usage>) -> Self {
         Self {
             node: NodeRef {
                 id: member.id.clone(),
@@ -81,6 +85,7 @@ impl<C: ServiceClient> Endpoint<C> {
             },
             load: ArcSwap::new(member.load.clone()),
             in_flight: AtomicU32::new(0),
+            usage,
             in_flight_gauge: crate::observe::node_in_flight_gauge(&member.id),
             served: AtomicU64::new(0),
             backups: AtomicU64::new(0),
@@ -178,12 +183,14 @@ impl<C: ServiceClient> Endpoint<C> {
     /// Counts a call as in flight until the returned guard is dropped.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight<C> {
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.usage.begin();
         self.in_flight_gauge.set(n);
         if self.is_probing(Instant::now()) {
             metrics::counter!(crate::observe::ROUTER_PROBES).increment(1);
         }
         InFlight {
             endpoint: self.clone(),
+            started: Instant::now(),
         }
     }
 
@@ -285,6 +292,7 @@ impl<C: ServiceClient> Endpoint<C> {
 /// A call in flight on an endpoint; dropping it ends the count.
 pub(crate) struct InFlight<C: ServiceClient> {
     endpoint: Arc<Endpoint<C>>,
+    started: Instant,
 }
 
 impl<C: ServiceClient> InFlight<C> {
@@ -302,6 +310,7 @@ impl<C: ServiceClient> InFlight<C> {
 impl<C: ServiceClient> Drop for InFlight<C> {
     fn drop(&mut self) {
         let n = self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.endpoint.usage.end(self.started.elapsed());
         self.endpoint.in_flight_gauge.set(n);
     }
 }

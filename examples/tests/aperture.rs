@@ -1,0 +1,132 @@
+//! The aperture against a real node: in a cluster of 1,000 members a router's short calls keep
+//! to a few connections, and its long calls still get a node each.
+//!
+//! The members are real dialable addresses: one node listens on every address of its port
+//! (`0.0.0.0`) and 1,000 members are registered at `127.1.x.y` on that port, each under its own
+//! id, so that every member the router picks is a connection of its own to the same process.
+//! The routers follow only those members (tag `member`): the node's own entry reports the load
+//! of all 1,000 (one process), which the router would rightly count as other callers' calls.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use distribution_client::{CallRouter, RouterConfig};
+use distribution_examples::cluster::{DemoMaster, start_node};
+use distribution_examples::service::CalcClient;
+use distribution_master::registry::Registration;
+use distribution_node::{NodeConfig, NodeHandle};
+use distribution_shared::{ServiceClient, defaults};
+use tokio::net::TcpListener;
+
+/// Members registered besides the real node.
+const MEMBERS: usize = 1_000;
+
+/// A master with a ten-minute lease (the registered members never beat), one node on every
+/// address of its port whose `sum` takes `delay`, and [`MEMBERS`] members pointing at it.
+async fn cluster(delay: Duration) -> (DemoMaster, NodeHandle) {
+    let master = support::master_with_interval(Duration::from_secs(600)).await;
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = NodeConfig::new(master.master.local_addr().to_string());
+    config.advertise = Some(format!("127.0.0.1:{port}"));
+    let node = start_node(listener, config, delay).unwrap();
+    assert!(node.wait_registered(Duration::from_secs(10)).await);
+    for i in 0..MEMBERS {
+        let addr = format!("127.1.{}.{}:{port}", i >> 8, i & 0xff);
+        master
+            .master
+            .registry()
+            .register(Registration {
+                service: CalcClient::SERVICE.to_owned(),
+                tags: vec!["member".to_owned()],
+                ..Registration::new(format!("member-{i}"), addr, defaults::NODE_CAPACITY)
+            })
+            .unwrap();
+    }
+    (master, node)
+}
+
+async fn router(master: &DemoMaster, config: RouterConfig) -> CallRouter<CalcClient> {
+    support::router(master, MEMBERS, config.with_tags(vec!["member".to_owned()])).await
+}
+
+/// The members that served at least one of the router's calls.
+fn used(router: &CallRouter<CalcClient>) -> HashSet<String> {
+    router
+        .stats()
+        .into_iter()
+        .filter(|s| s.served > 0)
+        .map(|s| s.node.id.to_string())
+        .collect()
+}
+
+// One thread: picks made at the same instant on two threads read each other's counts mid-way
+// (the router shares no lock between calls) and may look outside a window they find full.
+#[tokio::test(flavor = "current_thread")]
+async fn eight_callers_of_short_calls_use_at_most_nine_of_a_thousand_nodes() {
+    let (master, _node) = cluster(Duration::ZERO).await;
+    let router = router(&master, RouterConfig::default()).await;
+    // 8 callers, 250 calls each. With at most 8 calls in flight, the window never holds more
+    // than 9 nodes (8 running + the one picked, at least one call per node), always the first
+    // ones of the router's ring: whatever the mean call time, every call lands among them.
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                for i in 0..250i64 {
+                    let reply = router
+                        .call(|c, ctx| async move { c.sum(ctx, vec![i, 1]).await })
+                        .await
+                        .unwrap();
+                    assert_eq!(reply.value, Ok(i + 1));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        tokio::time::timeout(Duration::from_secs(60), caller)
+            .await
+            .expect("2,000 calls within 60 s")
+            .unwrap();
+    }
+    let used = used(&router);
+    assert!(
+        used.len() <= 9,
+        "{} of {MEMBERS} nodes served 2,000 calls with 8 in flight: {:?}",
+        used.len(),
+        router
+            .stats()
+            .into_iter()
+            .filter(|s| s.served > 0)
+            .map(|s| (s.served, s.ejected))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_long_calls_at_once_get_a_node_each() {
+    let (master, _node) = cluster(Duration::from_millis(500)).await;
+    let router = router(&master, RouterConfig::default()).await;
+    let handles: Vec<_> = (0..200i64)
+        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
+        .collect();
+    let mut nodes = HashSet::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("each call within 30 s")
+            .unwrap();
+        assert_eq!(reply.value, Ok(i as i64 + 1));
+        nodes.insert(reply.node.id.to_string());
+    }
+    // Long calls: one per node, as without an aperture. Two picks made at the same instant on
+    // the two worker threads may take the same free node (the router shares no lock between
+    // calls), hence a margin of a few.
+    assert!(
+        nodes.len() >= 195,
+        "200 long calls went to {} nodes only",
+        nodes.len()
+    );
+}
