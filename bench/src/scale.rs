@@ -1,7 +1,8 @@
 //! Part 7, routing at scale: the same small call (`Calc::sum`) through a router whose membership
 //! holds 1, 100, 1,000 and 10,000 nodes, against a raw tarpc client, side by side in one run.
 //! It shows whether a call costs the same at 10,000 nodes as at 1 (the router chooses with
-//! power of two choices above 16 nodes and shares no lock between calls).
+//! power of two choices above 16 nodes, shares no lock between calls, and above 256 nodes calls
+//! only its window of them: the aperture, `client/src/router/aperture.rs`).
 //!
 //! Set-up:
 //! - one `distribution-demo node` process **pinned to CPU 1** listens on `0.0.0.0:P`, so that it
