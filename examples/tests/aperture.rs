@@ -31,6 +31,10 @@ async fn cluster(delay: Duration) -> (DemoMaster, NodeHandle) {
     let port = listener.local_addr().unwrap().port();
     let mut config = NodeConfig::new(master.master.local_addr().to_string());
     config.advertise = Some(format!("127.0.0.1:{port}"));
+    // Room for a connection from the router to every member (all from 127.0.0.1), so that a
+    // router without a window would reach them all instead of being refused by the node.
+    config.max_connections = 2 * MEMBERS;
+    config.max_connections_per_ip = 2 * MEMBERS;
     let node = start_node(listener, config, delay).unwrap();
     assert!(node.wait_registered(Duration::from_secs(10)).await);
     for i in 0..MEMBERS {

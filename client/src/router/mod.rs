@@ -378,4 +378,23 @@ mod tests {
             "the router reads a's new report (100 calls), not the frozen one (0)"
         );
     }
+
+    // One thread: the feed lists the nodes before the router's follow task has run; a wait
+    // that answered from the feed alone would return `true` with the router knowing none.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_for_nodes_returns_once_the_router_itself_knows_them() {
+        let (tx, rx) = watch::channel(Membership::default());
+        let router = CallRouter::<EchoClient>::new(rx, RouterConfig::default());
+        tx.send(Membership {
+            index: 1,
+            members: Arc::from(vec![member("a", 0), member("bb", 0), member("ccc", 0)]),
+        })
+        .unwrap();
+        assert!(router.wait_for_nodes(3, Duration::from_secs(5)).await);
+        assert_eq!(router.len(), 3, "a call made now can reach every node");
+        assert!(
+            !router.wait_for_nodes(4, Duration::from_millis(50)).await,
+            "a fourth node never comes"
+        );
+    }
 }
