@@ -265,6 +265,24 @@ mod tests {
     }
 
     #[test]
+    fn absurd_settings_give_a_usable_window() {
+        for (above, min, load, budget) in [
+            (0, 0, 0, Duration::ZERO),
+            (usize::MAX, usize::MAX, u32::MAX, Duration::MAX),
+            (0, 1, u32::MAX, Duration::from_nanos(1)),
+        ] {
+            let aperture = Aperture::new(above, min, load, budget);
+            for (in_flight, mean) in [(0, Duration::ZERO), (u32::MAX, Duration::MAX)] {
+                set(&aperture, in_flight, mean);
+                assert!(aperture.per_node() >= 1);
+                assert_eq!(aperture.window(0).size, 0, "an empty cluster");
+                let size = aperture.window(10_000).size;
+                assert!((1..=10_000).contains(&size), "{size}");
+            }
+        }
+    }
+
+    #[test]
     fn each_salt_gives_its_own_subset_and_a_joining_node_moves_no_other() {
         let ids: Vec<String> = (0..1000).map(|i| format!("node-{i}")).collect();
         let window = |salt: u64, ids: &[String]| {
