@@ -27,6 +27,8 @@ pub struct RemoteConfig {
     /// while the node set does not change. Default: the heartbeat interval, 1 s.
     pub load_refresh: Duration,
     /// How long [`connect`](super::connect) keeps trying to get the master's first answer. Default 5 s.
+    /// With several masters each request gets an equal share of it (at least 100 ms), so a
+    /// master that never answers leaves time for the next.
     pub first_answer_timeout: Duration,
     /// How long connecting to the master, or an answer beyond the query's wait, may take.
     /// Default 5 s.

@@ -48,8 +48,12 @@ pub(crate) async fn spawn_watcher(
     };
     let timeout = watcher.config.first_answer_timeout;
     let deadline = Instant::now() + timeout;
+    // Each master's share of the time: one that accepts the connection and never answers (a
+    // paused process) must not use up the whole timeout before the next is asked.
+    let share = attempt_share(timeout, watcher.masters.len());
     let first = loop {
-        let failure = match tokio::time::timeout_at(deadline, watcher.fetch()).await {
+        let attempt = deadline.min(Instant::now() + share);
+        let failure = match tokio::time::timeout_at(attempt, watcher.fetch()).await {
             Ok(Ok(list)) => break list,
             // A client error will not change by asking again; an overloaded master (503) may.
             Ok(Err(RegistryError::Refused { status, message })) if status.is_client_error() => {
@@ -93,6 +97,16 @@ pub(crate) async fn spawn_watcher(
     let (tx, rx) = watch::channel(first);
     Ok((rx, tokio::spawn(watcher.run(tx))))
 }
+
+/// How long one first request may take at `connect` with `masters` masters: an equal share of
+/// `timeout` (all of it with one master), at least [`MIN_ATTEMPT`].
+fn attempt_share(timeout: Duration, masters: usize) -> Duration {
+    let masters = u32::try_from(masters.max(1)).unwrap_or(u32::MAX);
+    (timeout / masters).max(MIN_ATTEMPT)
+}
+
+/// The shortest first request at `connect`, however many masters share its timeout.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// The watcher's state: what it last published and what it knows of the master.
 struct Watcher {

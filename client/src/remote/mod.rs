@@ -38,7 +38,10 @@
 //! # When the master is down
 //!
 //! - At [`connect`]: it retries for [`RemoteConfig::first_answer_timeout`] (a master that is
-//!   starting up gets a chance), then fails with [`ConnectError::Unreachable`]. A router that
+//!   starting up gets a chance), then fails with [`ConnectError::Unreachable`]. With several
+//!   masters each request gets an equal share of that time (at least 100 ms), so one that
+//!   accepts connections and never answers (a paused process) cannot use it all up before the
+//!   next is asked. A router that
 //!   knows no node would only fail every call, and a wrong address is better reported at once.
 //! - Later: the router keeps its last view and its calls keep going to the known nodes (which
 //!   keep serving). The watcher logs the outage once, retries with a backoff from

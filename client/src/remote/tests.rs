@@ -152,3 +152,33 @@ async fn connect_fails_when_no_master_answers() {
         "unexpected error: {err}"
     );
 }
+
+#[tokio::test]
+async fn connect_moves_past_a_master_that_accepts_and_never_answers() {
+    // The first "master" takes connections and never reads or answers (a paused process: the
+    // kernel still accepts); the second is a real master with one node.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(listener, MasterConfig::default()).unwrap();
+    master
+        .registry()
+        .register(Registration::new("a", "127.0.0.1:1", 8))
+        .unwrap();
+    let masters = format!("{silent_addr},{}", master.local_addr());
+    // 2 s for the first answer, the request timeout (5 s) longer than that: the silent master
+    // may take its share (1 s), not all of it.
+    let config = config().with_first_answer_timeout(Duration::from_secs(2));
+    let feed = follow(&masters, &config)
+        .await
+        .unwrap_or_else(|e| panic!("connect through the second master: {e}"));
+    assert_eq!(feed.borrow().members.len(), 1, "the second master's node");
+    holder.abort();
+    master.shutdown().await;
+}
