@@ -33,6 +33,17 @@ pub const HISTORY: usize = 1024;
 pub(crate) struct EventLog {
     ring: VecDeque<Arc<MembershipEvent>>,
     newest: watch::Sender<u64>,
+    /// The index of the newest event dropped from the ring that changed the node set (see
+    /// [`changes_the_set`]); 0 while none was.
+    dropped_change: u64,
+}
+
+/// Whether an event of `kind` changes what a follower of the node set routes on: every kind
+/// but `late` and `back`, which only say how a node's heartbeats arrive. `GET /v1/changes`
+/// answers with these alone, so that a burst of `late` events (a thousand nodes missing a beat
+/// together) neither fills its answers nor pushes its followers beyond the history.
+pub(crate) fn changes_the_set(kind: EventKind) -> bool {
+    !matches!(kind, EventKind::Late | EventKind::Back)
 }
 
 /// The node an event is about: cheap clones of its registry entry's fields.
@@ -59,13 +70,17 @@ impl EventLog {
         Self {
             ring: VecDeque::with_capacity(64),
             newest: watch::Sender::new(0),
+            dropped_change: 0,
         }
     }
 
     /// Appends an event at `index` (the caller bumped the registry's index).
     pub(crate) fn record(&mut self, index: u64, kind: EventKind, node: &Subject, reason: String) {
-        if self.ring.len() == HISTORY {
-            self.ring.pop_front();
+        if self.ring.len() == HISTORY
+            && let Some(dropped) = self.ring.pop_front()
+            && changes_the_set(dropped.kind)
+        {
+            self.dropped_change = dropped.index;
         }
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -91,18 +106,35 @@ impl EventLog {
     /// The events after `index`. An `index` beyond the newest event means the reader followed
     /// an earlier master process (indexes start from zero in each): it gets the whole ring.
     pub(crate) fn since(&self, index: u64) -> Since {
-        let newest = self.ring.back().map_or(0, |e| e.index);
-        let from = if index > newest { 0 } else { index };
-        let oldest = self.ring.front().map_or(newest + 1, |e| e.index);
-        let events: Vec<_> = self
-            .ring
-            .iter()
-            .filter(|e| e.index > from)
-            .cloned()
-            .collect();
+        let from = self.start(index);
+        let oldest = self.ring.front().map_or(from + 1, |e| e.index);
+        // The ring is in index order: the first event after `from` by bisection.
+        let first = self.ring.partition_point(|e| e.index <= from);
+        let events: Vec<_> = self.ring.range(first..).cloned().collect();
         Since {
             missed: oldest > from + 1,
             events,
+        }
+    }
+
+    /// Where a reader at `index` starts: there, or at 0 for an index beyond the newest event.
+    fn start(&self, index: u64) -> u64 {
+        let newest = self.ring.back().map_or(0, |e| e.index);
+        if index > newest { 0 } else { index }
+    }
+
+    /// The events after `index` that change the node set ([`changes_the_set`]), for a follower
+    /// of the set: `missed` only when one of those is gone from the ring, however many `late`
+    /// and `back` events pushed it out.
+    pub(crate) fn set_changes_since(&self, index: u64) -> Since {
+        let since = self.since(index);
+        Since {
+            missed: since.missed && self.dropped_change > self.start(index),
+            events: since
+                .events
+                .into_iter()
+                .filter(|e| changes_the_set(e.kind))
+                .collect(),
         }
     }
 
@@ -151,18 +183,53 @@ pub fn stream(registry: Registry, after: u64) -> impl Stream<Item = Arc<Membersh
 mod tests {
     use super::*;
 
+    fn node() -> Subject {
+        Subject {
+            id: "n".into(),
+            addr: "a:1".into(),
+            service: "default".into(),
+            tags: Arc::from(Vec::new()),
+        }
+    }
+
     fn log_with(n: u64) -> EventLog {
         let mut log = EventLog::new();
         for i in 1..=n {
-            let node = Subject {
-                id: "n".into(),
-                addr: "a:1".into(),
-                service: "default".into(),
-                tags: Arc::from(Vec::new()),
-            };
-            log.record(i, EventKind::Join, &node, String::new());
+            log.record(i, EventKind::Join, &node(), String::new());
         }
         log
+    }
+
+    #[test]
+    fn a_burst_of_late_and_back_events_leaves_followers_of_the_set_within_the_history() {
+        // Two joins, then twice the history of `late` and `back` (a cluster-wide hiccup), then
+        // a leave.
+        let mut log = log_with(2);
+        let burst = 2 * HISTORY as u64;
+        for i in 3..3 + burst {
+            let kind = if i % 2 == 0 {
+                EventKind::Back
+            } else {
+                EventKind::Late
+            };
+            log.record(i, kind, &node(), String::new());
+        }
+        log.record(3 + burst, EventKind::Leave, &node(), String::new());
+        assert!(log.since(2).missed, "the event stream reports its gap");
+        let after_joins = log.set_changes_since(2);
+        assert!(!after_joins.missed, "only late and back are gone since 2");
+        assert_eq!(
+            after_joins
+                .events
+                .iter()
+                .map(|e| (e.index, e.kind))
+                .collect::<Vec<_>>(),
+            [(3 + burst, EventKind::Leave)],
+            "late and back are left out"
+        );
+        assert!(log.set_changes_since(1).missed, "the join at 2 is gone");
+        assert!(log.set_changes_since(0).missed);
+        assert!(log.set_changes_since(3 + burst).events.is_empty());
     }
 
     #[test]

@@ -208,10 +208,11 @@ pub struct NodeLoad {
 /// following a cluster costs what changes, not its size.
 ///
 /// - `full` is the whole node list when the follower has no view yet, followed another master
-///   process (its `epoch` differs), or fell further behind than the master's history; `events`
-///   is then empty.
-/// - Otherwise `events` are the membership events after `index`, oldest first: `join`,
-///   `leave`, `eviction`, `replacement`, `moved` change the node set; `late` and `back` do not.
+///   process (its `epoch` differs), or missed an event that changes the node set and is gone
+///   from the master's history; `events` is then empty.
+/// - Otherwise `events` are the membership events after `index` that change the node set,
+///   oldest first: `join`, `leave`, `eviction`, `replacement`, `moved`, `maintenance`,
+///   `resumed`. `late` and `back`, which change nothing a follower routes on, are left out.
 /// - `loads` are the figures of the nodes whose load changed after the follower's `loads`
 ///   version (every node's when that version is too old or from another process).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

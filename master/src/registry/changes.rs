@@ -187,7 +187,7 @@ impl Registry {
         // An index from the future of this process is no view (a forged or confused follower):
         // the whole list, rather than the ring's events, which it may never have seen.
         let same_process = same_process.filter(|v| v.index <= state.index);
-        let since = same_process.map(|v| state.events.since(v.index));
+        let since = same_process.map(|v| state.events.set_changes_since(v.index));
         let membership = match since {
             Some(since) if !since.missed => Ok(since
                 .events

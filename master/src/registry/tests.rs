@@ -128,3 +128,48 @@ async fn heartbeat_updates_shared_load() {
     assert_eq!(member.load.capacity(), 9);
     assert_eq!(r.list(Instant::now()).nodes[0].served, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_of_changes_gets_no_whole_list_for_a_cluster_wide_late_and_back() {
+    // More nodes than the event history: every one goes late, then beats again.
+    let r = registry();
+    let n = crate::events::HISTORY + 500;
+    for i in 0..n {
+        r.register(reg(
+            &format!("n{i}"),
+            &format!("127.0.{}.{}:1", i >> 8, i & 0xff),
+        ))
+        .unwrap();
+    }
+    let first = r.changes_since(None, &Filter::default());
+    assert_eq!(first.full.as_ref().map(Vec::len), Some(n));
+    let view = View {
+        epoch: first.epoch,
+        index: first.index,
+        loads: first.loads_index,
+    };
+    tokio::time::advance(Duration::from_millis(2000)).await;
+    assert!(r.evict_expired(Instant::now()).is_empty());
+    for i in 0..n {
+        r.heartbeat(&format!("n{i}"), &Heartbeat::default())
+            .unwrap();
+    }
+    assert!(
+        r.events_since(view.index).missed,
+        "{n} late and {n} back events went past the history"
+    );
+    r.register(reg("newcomer", "127.0.99.1:1")).unwrap();
+    let changes = r.changes_since(Some(view), &Filter::default());
+    assert!(
+        changes.full.is_none(),
+        "the whole list ({n} nodes) for a follower that missed only late and back"
+    );
+    assert_eq!(
+        changes
+            .events
+            .iter()
+            .map(|e| (e.kind, e.node.as_str()))
+            .collect::<Vec<_>>(),
+        [(EventKind::Join, "newcomer")]
+    );
+}
