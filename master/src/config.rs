@@ -32,7 +32,7 @@ pub struct MasterConfig {
     /// slowest honest client, short enough to drop one that trickles).
     pub request_timeout: Duration,
     /// The cluster secret: when set, every `/v1/...` request must carry
-    /// `Authorization: Bearer <secret>` (see [`crate::auth`]), and this master's routers
+    /// `Authorization: Bearer <secret>` (see `auth.rs`), and this master's routers
     /// ([`crate::Master::router_with`]) prove it to the nodes, which require it of every caller.
     /// Never logged.
     pub secret: Option<SecretString>,

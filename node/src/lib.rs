@@ -40,6 +40,7 @@
 
 mod auth;
 mod connection;
+mod handle;
 mod heartbeat;
 mod lifecycle;
 

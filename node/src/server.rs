@@ -26,7 +26,6 @@
 //!    with a transport error, and the router retries it on another node.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,6 @@ use tarpc::{RequestName, ServerError};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -46,8 +44,9 @@ use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
 use crate::connection::{ConnectionLimits, Handover, serve_connection};
 use crate::error::StartError;
+pub use crate::handle::NodeHandle;
 use crate::heartbeat::{self, Leases};
-use crate::lifecycle::{self, Ended};
+use crate::lifecycle;
 use crate::load::{Counted, Load};
 use crate::master_client::{MasterClient, RegistrySettings};
 
@@ -57,86 +56,6 @@ const HANDSHAKE_TIMEOUT: Duration = distribution_shared::handshake::HANDSHAKE_TI
 
 /// How long the node must be idle before it closes its connections during a graceful shutdown.
 const LINGER: Duration = Duration::from_millis(100);
-
-/// A running node. Dropping the handle leaves the node running; call [`NodeHandle::shutdown`]
-/// for a graceful stop or [`NodeHandle::kill`] to simulate a crash.
-#[derive(Debug)]
-pub struct NodeHandle {
-    id: String,
-    local_addr: SocketAddr,
-    load: Arc<Load>,
-    leases: watch::Receiver<usize>,
-    graceful: CancellationToken,
-    kill: CancellationToken,
-    ended: Ended,
-}
-
-impl NodeHandle {
-    /// The node's id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The address the node's tarpc server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Puts the node in maintenance (`Some(reason)`): it stays registered and heartbeating,
-    /// finishes the calls it runs, and routers (in-process and remote) send it no new call once
-    /// the master has heard (at once: the heartbeat goes out on the change). `None` takes it
-    /// out. Every heartbeat carries it, so a restarted master knows it again.
-    pub fn set_maintenance(&self, reason: Option<String>) {
-        self.load.set_maintenance(reason);
-    }
-
-    /// The node's load counters.
-    pub fn load(&self) -> &Arc<Load> {
-        &self.load
-    }
-
-    /// Waits until at least one master holds the node's lease, for at most `timeout`.
-    pub async fn wait_registered(&self, timeout: Duration) -> bool {
-        self.wait_leases(1, timeout).await
-    }
-
-    /// Waits until at least `n` of the node's masters hold its lease, for at most `timeout`.
-    pub async fn wait_leases(&self, n: usize, timeout: Duration) -> bool {
-        let mut rx = self.leases.clone();
-        matches!(
-            tokio::time::timeout(timeout, rx.wait_for(|held| *held >= n)).await,
-            Ok(Ok(_))
-        )
-    }
-
-    /// How many of the node's masters ([`NodeConfig::masters`]) hold its lease now.
-    pub fn leases(&self) -> usize {
-        *self.leases.borrow()
-    }
-
-    /// A token that starts a graceful shutdown when cancelled (e.g. from a signal handler).
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.graceful.clone()
-    }
-
-    /// Shuts down gracefully (leave, drain, close) and waits until the node has stopped.
-    pub async fn shutdown(self) {
-        self.graceful.cancel();
-        self.stopped().await;
-    }
-
-    /// Stops at once, as a crash would: no deregistration, connections dropped mid-call.
-    pub async fn kill(self) {
-        self.kill.cancel();
-        self.stopped().await;
-    }
-
-    /// Waits until the node has stopped (after a shutdown started elsewhere), its lifecycle
-    /// thread included.
-    pub async fn stopped(self) {
-        self.ended.wait().await;
-    }
-}
 
 /// Starts a node serving `handler` on `listener` and registering with every master of `config`
 /// ([`NodeConfig::masters`]).

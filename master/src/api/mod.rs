@@ -8,11 +8,11 @@
 //! | `PUT /v1/nodes/{id}/maintenance` | `MaintenanceRequest` | `200` + the node's `NodeInfo`, `404` if unknown (see [`crate::registry`]'s maintenance) |
 //! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
 //! | `GET /v1/nodes?service=S&tag=T` |               | the nodes of service `S` carrying tag `T` (either or both); the index is `S`'s |
-//! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see [`crate::watch`]); with `service`, once that service changes |
+//! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see `watch.rs`); with `service`, once that service changes |
 //! | `GET /v1/services`            |                 | `200` + `ServiceList` (names, node counts) |
-//! | `GET /v1/events`              |                 | server-sent events of the change feed (see [`crate::sse`]) |
+//! | `GET /v1/events`              |                 | server-sent events of the change feed (see `sse.rs`) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}`; `"degraded"` + `reason` during self-preservation |
-//! | `GET /`                       |                 | the live status page (see [`crate::status`]) |
+//! | `GET /`                       |                 | the live status page (see `status.rs`) |
 //! | `GET /metrics`                |                 | Prometheus text, when [`MasterConfig::metrics`] is set |
 //!
 //! Every refusal is a 4xx with `{"error": "..."}` and leaves the registry unchanged.

@@ -1,7 +1,7 @@
 //! The registry: which nodes are alive, where they listen, which service they serve, and how
 //! loaded they are.
 //!
-//! Each node is one [`Entry`] (`entry.rs`); services and their per-service index are in
+//! Each node is one `Entry` (`entry.rs`); services and their per-service index are in
 //! `services.rs`, maintenance in `maintenance.rs`, lease terms in `terms.rs`, what readers get
 //! (lists, changes since a view) in `changes.rs`, and how snapshots go out in `publish.rs`.
 //!
@@ -9,7 +9,7 @@
 //! an `.await`. Every change of the node set bumps the registry's index and publishes a new
 //! [`Membership`] snapshot; heartbeats only renew leases and update load figures in place.
 //! Expired leases are removed by [`Registry::evict_expired`], which the lease reaper
-//! ([`crate::lease`]) calls on a timer.
+//! (`lease.rs`) calls on a timer.
 //!
 //! A snapshot costs time in proportion to the number of nodes, so a large registry does not
 //! publish one per change: above [`INLINE_PUBLISH_MAX`] nodes, and when the publisher task runs
