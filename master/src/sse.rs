@@ -8,18 +8,19 @@
 //! events. Like every `/v1/` route it needs the cluster secret when the master has one.
 //!
 //! The stream lasts until the client goes away or the master shuts down, outside the request
-//! timeout; a comment every 15 s keeps proxies from closing it. At most [`MAX_SUBSCRIBERS`]
-//! follow at once (`503` beyond).
+//! timeout; a comment every 5 s (`defaults::EVENTS_KEEP_ALIVE`) keeps proxies from closing it
+//! and lets readers tell a quiet cluster from a master that stopped answering. At most
+//! [`MAX_SUBSCRIBERS`] follow at once (`503` beyond).
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use distribution_shared::defaults;
 use distribution_shared::wire::MembershipEvent;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -123,7 +124,7 @@ pub(crate) async fn events(
         })
         .take_until(feed.shutdown.clone().cancelled_owned());
     Ok(Sse::new(head.chain(body))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(defaults::EVENTS_KEEP_ALIVE))
         .into_response())
 }
 

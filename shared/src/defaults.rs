@@ -8,6 +8,10 @@ use std::time::Duration;
 /// How often a node renews its lease. The master tells each node this value when it registers.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the master writes a keep-alive comment into an idle event stream (`GET
+/// /v1/events`), so that a reader tells a quiet cluster from a master that stopped answering.
+pub const EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// The heartbeats a second a master aims to receive at most (see `MasterConfig::heartbeat_budget`):
 /// 4,000, about a quarter of a core at the 40 to 65 µs a heartbeat costs on the benchmark machine.
 /// Up to 4,000 nodes the interval stays [`HEARTBEAT_INTERVAL`].

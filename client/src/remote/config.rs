@@ -33,6 +33,10 @@ pub struct RemoteConfig {
     /// How long connecting to the master, or an answer beyond the query's wait, may take.
     /// Default 5 s.
     pub request_timeout: Duration,
+    /// How long the event stream ([`events`](super::events)) may stay silent, without an event
+    /// or a keep-alive, before its master is taken as gone and the next is asked (or the same
+    /// one again). Default 15 s: three of the master's keep-alives (one every 5 s).
+    pub events_idle_timeout: Duration,
     /// The first pause before asking an unreachable master again (with several masters: before
     /// a new round, once every one has failed; the next is tried at once); it doubles at each
     /// round (jittered by +-20 %). Default 100 ms.
@@ -107,6 +111,7 @@ impl Default for RemoteConfig {
             load_refresh: defaults::HEARTBEAT_INTERVAL,
             first_answer_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            events_idle_timeout: defaults::EVENTS_KEEP_ALIVE * 3,
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             restart_grace: defaults::HEARTBEAT_INTERVAL * defaults::TTL_INTERVALS,
@@ -124,6 +129,7 @@ distribution_shared::with_setters!(RemoteConfig {
     with_load_refresh => load_refresh: Duration,
     with_first_answer_timeout => first_answer_timeout: Duration,
     with_request_timeout => request_timeout: Duration,
+    with_events_idle_timeout => events_idle_timeout: Duration,
     with_retry_base => retry_base: Duration,
     with_retry_max => retry_max: Duration,
     with_restart_grace => restart_grace: Duration,

@@ -1,8 +1,10 @@
 //! [`events`]: a master's membership events (its `GET /v1/events`) as a Rust stream, from any
 //! process, like Atomizer's event channel.
 //!
-//! The stream follows the server-sent events through outages: when the connection drops or the
-//! master is down it reconnects with a backoff (the remote caller's `retry_base` doubling to
+//! The stream follows the server-sent events through outages: when the connection drops, the
+//! master is down, or it stops answering (no answer within the request timeout, or neither an
+//! event nor one of its keep-alives within [`RemoteConfig::events_idle_timeout`]: a paused
+//! process keeps its connections open) it reconnects with a backoff (the remote caller's `retry_base` doubling to
 //! `retry_max`) and resumes with `Last-Event-ID`, so nothing within the master's bounded history
 //! (the master's `events::HISTORY`) is missed; a gap beyond it is logged. A restarted master (its
 //! index starts again from zero) sends its whole history. With several masters it reads one and
@@ -12,6 +14,7 @@
 
 use std::time::Duration;
 
+use distribution_shared::defaults;
 use distribution_shared::registry_client::RegistryClient;
 use distribution_shared::wire::MembershipEvent;
 use eventsource_stream::Eventsource;
@@ -56,7 +59,9 @@ pub fn events_after(
     let config = config.clone().with_one_secret();
     let masters = Masters::new(config.registries(master)?, config.retry_backoff());
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(follow(masters, after, tx));
+    // Capped at a year (`Duration::MAX` as "never" must not overflow the clock).
+    let idle = config.events_idle_timeout.min(defaults::MAX_DEADLINE);
+    tokio::spawn(follow(masters, after, idle, tx));
     Ok(ReceiverStream::new(rx))
 }
 
@@ -64,6 +69,7 @@ pub fn events_after(
 async fn follow(
     mut masters: Masters<RegistryClient>,
     mut last: Option<u64>,
+    idle: Duration,
     tx: mpsc::Sender<MembershipEvent>,
 ) {
     let mut outage = false;
@@ -81,13 +87,27 @@ async fn follow(
                     outage = false;
                 }
                 masters.succeeded();
-                let mut events = response.bytes_stream().eventsource();
+                // Every chunk, keep-alive comments included, must come within `idle`: the
+                // parser below does not show comments, so the bound is on the bytes.
+                let bytes =
+                    tokio_stream::StreamExt::timeout(response.bytes_stream(), idle).map(|chunk| {
+                        match chunk {
+                            Ok(Ok(bytes)) => Ok(bytes),
+                            Ok(Err(err)) => Err(err.to_string()),
+                            Err(_) => Err(format!("no event nor keep-alive for {idle:?}")),
+                        }
+                    });
+                let mut events = Box::pin(bytes.eventsource());
                 loop {
                     let next = tokio::select! {
                         _ = tx.closed() => return,
                         next = events.next() => next,
                     };
-                    let Some(Ok(message)) = next else { break };
+                    let message = match next {
+                        Some(Ok(message)) => message,
+                        Some(Err(err)) => break err.to_string(),
+                        None => break "the stream ended".to_owned(),
+                    };
                     if message.event == "lost" {
                         warn!(url = %url, "events were lost: the master's history no longer holds them");
                         continue;
@@ -100,7 +120,6 @@ async fn follow(
                         return;
                     }
                 }
-                "the stream ended".to_owned()
             }
             Err(err) => err.to_string(),
         };

@@ -153,20 +153,31 @@ async fn connect_fails_when_no_master_answers() {
     );
 }
 
-#[tokio::test]
-async fn connect_moves_past_a_master_that_accepts_and_never_answers() {
-    // The first "master" takes connections and never reads or answers (a paused process: the
-    // kernel still accepts); the second is a real master with one node.
+/// A "master" that takes connections and never reads or answers (a paused process: the kernel
+/// still accepts): its address, and the task holding the connections (abort it to close them).
+async fn silent_master() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
+    let addr = silent.local_addr().unwrap();
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = silent.accept().await {
             held.push(stream);
         }
     });
+    (addr, holder)
+}
+
+async fn real_master() -> Master {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let master = Master::start(listener, MasterConfig::default()).unwrap();
+    Master::start(listener, MasterConfig::default()).unwrap()
+}
+
+#[tokio::test]
+async fn connect_moves_past_a_master_that_accepts_and_never_answers() {
+    // The first "master" takes connections and never reads or answers (a paused process: the
+    // kernel still accepts); the second is a real master with one node.
+    let (silent_addr, holder) = silent_master().await;
+    let master = real_master().await;
     master
         .registry()
         .register(Registration::new("a", "127.0.0.1:1", 8))
@@ -179,6 +190,77 @@ async fn connect_moves_past_a_master_that_accepts_and_never_answers() {
         .await
         .unwrap_or_else(|e| panic!("connect through the second master: {e}"));
     assert_eq!(feed.borrow().members.len(), 1, "the second master's node");
+    holder.abort();
+    master.shutdown().await;
+}
+
+/// Registers a new node on `master` every 100 ms until `events` yields its join (at most 10 s):
+/// a stream that switched masters reads the new one's events from then on.
+async fn a_join_comes_through(
+    master: &Master,
+    events: &mut (impl futures::Stream<Item = distribution_shared::wire::MembershipEvent> + Unpin),
+) {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for i in 1u16.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no join through the second master within 10 s"
+        );
+        let id = format!("late-{i}");
+        master
+            .registry()
+            .register(Registration::new(&id, format!("127.0.0.2:{i}"), 8))
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+            Ok(Some(event)) => {
+                assert_eq!(event.kind, distribution_shared::wire::EventKind::Join);
+                return;
+            }
+            Ok(None) => panic!("the event stream ended"),
+            Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_moves_past_a_master_that_never_answers() {
+    // The first "master" takes connections and never reads or answers.
+    let (silent_addr, holder) = silent_master().await;
+    let master = real_master().await;
+    // `Duration::MAX` as "no idle bound" must not overflow the clock on the second master.
+    let config = config()
+        .with_request_timeout(Duration::from_millis(500))
+        .with_events_idle_timeout(Duration::MAX);
+    let mut events =
+        Box::pin(events(&format!("{silent_addr},{}", master.local_addr()), &config).unwrap());
+    a_join_comes_through(&master, &mut events).await;
+    holder.abort();
+    master.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_event_stream_moves_past_a_master_that_falls_silent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The first "master" answers the stream's head, then sends nothing, not even a keep-alive
+    // (a process paused after it answered).
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mute_addr = mute.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = mute.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+            let _ = stream.write_all(head.as_bytes()).await;
+            held.push(stream);
+        }
+    });
+    let master = real_master().await;
+    let config = config().with_events_idle_timeout(Duration::from_millis(500));
+    let mut events =
+        Box::pin(events(&format!("{mute_addr},{}", master.local_addr()), &config).unwrap());
+    a_join_comes_through(&master, &mut events).await;
     holder.abort();
     master.shutdown().await;
 }

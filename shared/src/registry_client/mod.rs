@@ -72,6 +72,10 @@ pub enum RegistryError {
     /// The master could not be reached, or the answer could not be read to its end in time.
     #[error("the master is unreachable: {0}")]
     Unreachable(#[from] reqwest::Error),
+    /// The master took the connection and sent no answer within the request timeout (a paused
+    /// or overloaded process).
+    #[error("the master sent no answer within {0:?}")]
+    TimedOut(Duration),
     /// The answer is larger than the caller reads.
     #[error("the master's answer is larger than {limit} bytes")]
     TooLarge {
@@ -301,14 +305,17 @@ impl RegistryClient {
     }
 
     /// `GET /v1/events` (with `Last-Event-ID: last` to resume): the open stream of server-sent
-    /// events, unbounded in time (only connecting is bounded). A status other than success is
-    /// [`RegistryError::Refused`].
+    /// events, unbounded in time: connecting and the answer's head are bounded by the request
+    /// timeout ([`RegistryError::TimedOut`]), the body is not (the reader bounds its silences).
+    /// A status other than success is [`RegistryError::Refused`].
     pub async fn events(&self, last: Option<u64>) -> Result<Response, RegistryError> {
         let mut request = self.authorized(self.http.get(self.events_url()));
         if let Some(last) = last {
             request = request.header("Last-Event-ID", last.to_string());
         }
-        let response = request.send().await?;
+        let response = tokio::time::timeout(self.request_timeout, request.send())
+            .await
+            .map_err(|_| RegistryError::TimedOut(self.request_timeout))??;
         let status = response.status();
         if !status.is_success() {
             return Err(refused(status, response).await);
