@@ -43,7 +43,7 @@ pub(crate) async fn changes(
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
     if let Some(service) = &params.service {
-        crate::api::validate_service(service)?;
+        crate::api::validate::validate_service(service)?;
     }
     let service = params.service.as_deref();
     let number = |name: &str, raw: &Option<String>| -> Result<Option<u64>, ApiError> {

@@ -89,7 +89,7 @@ pub(crate) async fn events(
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
     if let Some(service) = &params.service {
-        crate::api::validate_service(service)?;
+        crate::api::validate::validate_service(service)?;
     }
     let newest = *feed.registry.subscribe_events().borrow();
     let after = resume_from(&headers, &params, newest)?;

@@ -37,18 +37,15 @@ use crate::config::MasterConfig;
 use crate::error::ApiError;
 use crate::registry::{Filter, Registry};
 
-mod validate;
+pub(crate) mod validate;
 use crate::watch::{BlockingQuery, Watchers};
 pub use validate::{
-    MAX_META, MAX_NAME_LEN, MAX_TAGS, MAX_TEXT_LEN, validate, validate_service, validate_tag,
-    validate_text,
+    MAX_CAPACITY, MAX_META, MAX_NAME_LEN, MAX_TAGS, MAX_TEXT_LEN, validate, validate_service,
+    validate_tag, validate_text,
 };
 
 /// The header that carries the registry's index on `GET /v1/nodes`.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-index");
-
-/// The highest capacity a node may claim.
-pub const MAX_CAPACITY: u32 = 1_000_000;
 
 /// The API's routes over `registry`, with the body limit and timeout of `config`; blocking
 /// queries (`GET /v1/nodes?index=N`) answer at once when `shutdown` is cancelled, so that a

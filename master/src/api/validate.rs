@@ -15,9 +15,11 @@ use std::net::SocketAddr;
 use distribution_shared::defaults;
 use distribution_shared::wire::RegisterRequest;
 
-use super::MAX_CAPACITY;
 use crate::error::ApiError;
 use crate::registry::Registration;
+
+/// The highest capacity a node may claim.
+pub const MAX_CAPACITY: u32 = 1_000_000;
 
 /// The longest service name, tag and meta key.
 pub const MAX_NAME_LEN: usize = 64;

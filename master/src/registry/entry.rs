@@ -8,9 +8,9 @@ use distribution_client::membership::LoadReport;
 use tokio::time::Instant;
 
 use super::State;
+use super::feed::Subject;
 use super::maintenance::Maintenance;
 use super::terms::Terms;
-use crate::events::Subject;
 
 /// A registration that passed validation: what the registry stores.
 #[derive(Debug, Clone, PartialEq, Eq)]

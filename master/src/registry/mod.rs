@@ -30,11 +30,11 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::config::MasterConfig;
-use crate::events::{EventLog, Since, Subject};
 use crate::observe;
 
 mod changes;
 mod entry;
+pub(crate) mod feed;
 mod maintenance;
 mod preservation;
 mod publish;
@@ -46,9 +46,10 @@ pub use changes::{Changes, Filter, LOAD_HISTORY, View};
 use distribution_client::membership::{LoadReport, Membership};
 pub use entry::Registration;
 use entry::{Entry, remove};
+use feed::{EventLog, Since, Subject};
 use maintenance::Maintenance;
 use services::ServiceIndex;
-use terms::{Policy, Terms};
+use terms::Policy;
 
 /// Up to this many nodes, every change of the node set is published at once, by the request that
 /// made it; above, by the publisher task when it runs (see the module's documentation).
@@ -240,7 +241,7 @@ impl Registry {
         if changed {
             self.publish(state);
         }
-        Ok(lease(&reg.id, &reg.addr, terms))
+        Ok(terms.lease(&reg.id, &reg.addr))
     }
 
     /// Renews a node's lease and records the load it reports.
@@ -279,7 +280,7 @@ impl Registry {
             self.publish(state);
         }
         drop(guard);
-        Ok(lease(id, &addr, terms))
+        Ok(terms.lease(id, &addr))
     }
 
     /// Removes a node that is leaving. Returns whether it was registered.
@@ -366,16 +367,6 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.shared.state.lock()
-    }
-}
-
-/// The lease answered to a node with these terms.
-fn lease(id: &str, addr: &str, terms: Terms) -> Lease {
-    Lease {
-        id: id.to_owned(),
-        addr: addr.to_owned(),
-        heartbeat_interval_ms: terms.interval.as_millis() as u64,
-        ttl_ms: terms.ttl.as_millis() as u64,
     }
 }
 

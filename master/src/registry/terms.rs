@@ -18,6 +18,7 @@
 
 use std::time::Duration;
 
+use distribution_shared::wire::Lease;
 use tokio::time::Instant;
 
 use super::Registry;
@@ -31,6 +32,16 @@ pub(crate) struct Terms {
 }
 
 impl Terms {
+    /// The lease answered to node `id` at `addr` with these terms.
+    pub(super) fn lease(&self, id: &str, addr: &str) -> Lease {
+        Lease {
+            id: id.to_owned(),
+            addr: addr.to_owned(),
+            heartbeat_interval_ms: self.interval.as_millis() as u64,
+            ttl_ms: self.ttl.as_millis() as u64,
+        }
+    }
+
     /// When a node with these terms counts as late: one and a half intervals without a beat.
     pub(crate) fn late_after(&self) -> Duration {
         self.interval + self.interval / 2

@@ -133,7 +133,7 @@ async fn heartbeat_updates_shared_load() {
 async fn a_follower_of_changes_gets_no_whole_list_for_a_cluster_wide_late_and_back() {
     // More nodes than the event history: every one goes late, then beats again.
     let r = registry();
-    let n = crate::events::HISTORY + 500;
+    let n = feed::HISTORY + 500;
     for i in 0..n {
         r.register(reg(
             &format!("n{i}"),
