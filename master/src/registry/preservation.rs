@@ -219,6 +219,12 @@ pub(super) fn renew_every_lease(state: &mut State, now: Instant) -> usize {
 }
 
 impl Registry {
+    /// Renews every lease as of `now` (the master was paused: the nodes' silence was its own, see
+    /// `lease`); returns how many.
+    pub fn renew_all(&self, now: Instant) -> usize {
+        renew_every_lease(&mut self.lock(), now)
+    }
+
     /// Why the master has stopped evicting (self-preservation: most renewals stopped arriving,
     /// see `registry::preservation`); `None` while it evicts as usual.
     pub fn degraded(&self) -> Option<String> {

@@ -19,7 +19,6 @@
 use std::time::Duration;
 
 use distribution_shared::wire::Lease;
-use tokio::time::Instant;
 
 use super::Registry;
 use crate::config::MasterConfig;
@@ -95,12 +94,6 @@ impl Policy {
 }
 
 impl Registry {
-    /// Renews every lease as of `now` (the master was paused: the nodes' silence was its own, see
-    /// `lease`); returns how many.
-    pub fn renew_all(&self, now: Instant) -> usize {
-        super::preservation::renew_every_lease(&mut self.lock(), now)
-    }
-
     /// The heartbeat interval and TTL a node registering or beating now is given (scaled with
     /// the registry's size, see the module docs).
     pub fn lease_terms(&self) -> (Duration, Duration) {
