@@ -248,3 +248,49 @@ async fn with_a_secret_the_page_needs_it_in_the_fragment() {
     .await;
     browser.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_cluster_shows_its_first_rows_and_counts_every_node() {
+    use distribution_master::registry::Registration;
+    use distribution_master::{Master, MasterConfig};
+    if !browser_present() {
+        return;
+    }
+    // 700 nodes (more than the page's 500 rows) that never beat: a ten-minute lease.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let master = Master::start(
+        listener,
+        MasterConfig::with_interval(Duration::from_secs(600)),
+    )
+    .unwrap();
+    for i in 0..700 {
+        let addr = format!("127.1.{}.{}:7000", i >> 8, i & 0xff);
+        master
+            .registry()
+            .register(Registration::new(format!("node-{i:03}"), addr, 8))
+            .unwrap();
+    }
+    let (_driver, browser) = browser().await;
+    browser
+        .goto(&format!("http://{}/", master.local_addr()))
+        .await
+        .unwrap();
+    wait_rows(&browser, "the first 500 nodes by id", |r| {
+        r.len() == 500 && r[0].0 == "node-000" && r[499].0 == "node-499"
+    })
+    .await;
+    let totals = text(
+        &browser,
+        "return [document.getElementById('t-nodes').innerText, \
+                 document.getElementById('t-capacity').innerText, \
+                 document.getElementById('shown').innerText];",
+    )
+    .await;
+    assert_eq!(
+        totals,
+        json!(["700", "5600", "(the first 500 of 700 by id)"]),
+        "the totals count every node"
+    );
+    browser.close().await.unwrap();
+    master.shutdown().await;
+}

@@ -25,6 +25,11 @@ async fn register(http: &reqwest::Client, base: &str, body: Value) -> reqwest::R
         .unwrap()
 }
 
+/// `GET url`, its body decoded.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn list(http: &reqwest::Client, base: &str) -> NodeList {
     let response = http.get(format!("{base}/v1/nodes")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -265,13 +270,33 @@ async fn bad_input_gets_a_4xx_with_a_message_and_changes_nothing() {
     assert_eq!(after.nodes.len(), 1);
     assert_eq!(after.nodes[0].addr, before.nodes[0].addr);
     assert_eq!(after.nodes[0].in_flight, 0);
-    let health: Value = http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&http, format!("{base}/health")).await;
     assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_limited_list_holds_the_first_nodes_and_sums_every_node() {
+    let (master, base) = master(Duration::from_secs(600)).await;
+    let http = reqwest::Client::new();
+    for (i, capacity) in [(0, 4), (1, 8), (2, 16)] {
+        let body = json!({ "id": format!("n{i}"), "port": 4000 + i, "capacity": capacity });
+        assert_eq!(register(&http, &base, body).await.status(), StatusCode::OK);
+    }
+    let limited: NodeList = get_json(&http, format!("{base}/v1/nodes?limit=2")).await;
+    let ids: Vec<&str> = limited.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["n0", "n1"], "the first two by id");
+    let total = limited.total.expect("totals with a limit");
+    assert_eq!((total.nodes, total.up, total.capacity), (3, 3, 28));
+    assert!(list(&http, &base).await.total.is_none(), "none without");
+    for bad in ["0", "-1", "abc", "1.5", "18446744073709551616", ""] {
+        let response = http
+            .get(format!("{base}/v1/nodes?limit={bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "limit={bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
+    }
+    master.shutdown().await;
 }

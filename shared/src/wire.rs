@@ -191,6 +191,42 @@ pub struct NodeList {
     /// (self-preservation): why. Silent nodes are then still listed, as `late`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// With `?limit=N`: the figures of every node the query admits, while `nodes` holds only the
+    /// first `N` by id (what a status page of a large cluster shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<NodeTotals>,
+}
+
+/// The sums over every node of a [`NodeList`] asked with `?limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeTotals {
+    /// How many nodes.
+    pub nodes: usize,
+    /// How many of them are `up` (the others are `late`).
+    pub up: usize,
+    /// How many are in maintenance.
+    pub maintenance: usize,
+    /// Their calls in flight, as last reported.
+    pub in_flight: u64,
+    /// Their capacities.
+    pub capacity: u64,
+    /// The calls they have served.
+    pub served: u64,
+}
+
+impl NodeTotals {
+    /// The sums over `nodes`.
+    pub fn of(nodes: &[NodeInfo]) -> Self {
+        nodes.iter().fold(Self::default(), |mut t, n| {
+            t.nodes += 1;
+            t.up += usize::from(n.state == NodeState::Up);
+            t.maintenance += usize::from(n.maintenance.is_some());
+            t.in_flight += u64::from(n.in_flight);
+            t.capacity += u64::from(n.capacity);
+            t.served += n.served;
+            t
+        })
+    }
 }
 
 /// One node's load figures, in a [`NodeChanges`].

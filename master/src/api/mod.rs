@@ -9,6 +9,7 @@
 //! | `GET /v1/nodes`               |                 | `200` + `NodeList`, `X-Index` header |
 //! | `GET /v1/nodes?service=S&tag=T` |               | the nodes of service `S` carrying tag `T` (either or both); the index is `S`'s |
 //! | `GET /v1/nodes?index=N&wait=30s` |              | the same, once the index differs from `N` (see `watch.rs`); with `service`, once that service changes |
+//! | `GET /v1/nodes?limit=N`       |                 | the first `N` nodes by id, and in `total` the sums over all of them (`400` unless `N` is a positive integer) |
 //! | `GET /v1/services`            |                 | `200` + `ServiceList` (names, node counts) |
 //! | `GET /v1/events`              |                 | server-sent events of the change feed (see `sse.rs`) |
 //! | `GET /health`                 |                 | `200` + `{"status":"ok","nodes":N}`; `"degraded"` + `reason` during self-preservation |
@@ -26,7 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use distribution_shared::wire::{
-    Heartbeat, Lease, MaintenanceRequest, NodeInfo, NodeList, RegisterRequest, ServiceList,
+    Heartbeat, Lease, MaintenanceRequest, NodeInfo, NodeList, NodeTotals, RegisterRequest,
+    ServiceList,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -183,6 +185,19 @@ struct ListParams {
     wait: Option<String>,
     service: Option<String>,
     tag: Option<String>,
+    limit: Option<String>,
+}
+
+/// The `limit` of `GET /v1/nodes`: a positive integer.
+fn parse_limit(limit: Option<&str>) -> Result<Option<usize>, ApiError> {
+    limit
+        .map(|text| match text.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit must be a positive integer, not {text:?}"
+            ))),
+        })
+        .transpose()
 }
 
 async fn list(
@@ -197,6 +212,7 @@ async fn list(
     if let Some(tag) = &params.tag {
         validate_tag(tag)?;
     }
+    let limit = parse_limit(params.limit.as_deref())?;
     if let Some(query) =
         BlockingQuery::from_params(params.index.as_deref(), params.wait.as_deref())?
     {
@@ -213,9 +229,12 @@ async fn list(
         service: params.service,
         tag: params.tag,
     };
-    Ok(node_list_response(
-        registry.list_filtered(Instant::now(), &filter),
-    ))
+    let mut list = registry.list_filtered(Instant::now(), &filter);
+    if let Some(limit) = limit {
+        list.total = Some(NodeTotals::of(&list.nodes));
+        list.nodes.truncate(limit);
+    }
+    Ok(node_list_response(list))
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.

@@ -137,6 +137,7 @@ impl Registry {
             index,
             nodes,
             degraded,
+            total: None,
         }
     }
 
