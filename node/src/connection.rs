@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::load::Counted;
+use crate::counted::Counted;
 
 /// An admitted connection on its way from the lifecycle thread to the caller's runtime.
 ///

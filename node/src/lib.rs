@@ -40,6 +40,7 @@
 
 mod auth;
 mod connection;
+mod counted;
 mod handle;
 mod heartbeat;
 mod lifecycle;

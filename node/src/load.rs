@@ -1,19 +1,12 @@
-//! [`Load`]: the node's count of calls in flight and served, and the `Counted` service wrapper
-//! that keeps it, refusing calls beyond the node's capacity.
+//! [`Load`]: the node's count of calls in flight and served, which refuses calls beyond the
+//! node's capacity (the `counted` module wraps every handler in it).
 
-use std::future::Future;
-use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use futures::FutureExt;
-use tarpc::server::Serve;
-use tarpc::{RequestName, ServerError};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::observe;
-use crate::work::{SCOPE, Scope};
 
 /// The node's load counters, shared by every connection and the heartbeat loop.
 #[derive(Debug)]
@@ -127,7 +120,7 @@ impl Load {
     }
 
     /// Counts a call in, unless the node is at capacity.
-    fn begin(self: &Arc<Self>) -> Option<CallGuard> {
+    pub(crate) fn begin(self: &Arc<Self>) -> Option<CallGuard> {
         let admitted = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -157,7 +150,8 @@ impl Load {
     }
 }
 
-struct CallGuard {
+/// One admitted call: counted in flight until dropped, then as served.
+pub(crate) struct CallGuard {
     load: Arc<Load>,
 }
 
@@ -179,82 +173,3 @@ pub use distribution_shared::wire::AT_CAPACITY;
 
 /// The detail of the error a node answers when the call's handler panicked (kind `Other`).
 pub const HANDLER_PANICKED: &str = "the call's handler panicked";
-
-/// A service handler wrapped to keep the node's [`Load`].
-pub(crate) struct Counted<Req, Resp, F> {
-    handler: F,
-    load: Arc<Load>,
-    threads: Arc<Semaphore>,
-    types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F: Clone> Clone for Counted<Req, Resp, F> {
-    fn clone(&self) -> Self {
-        Self {
-            handler: self.handler.clone(),
-            load: self.load.clone(),
-            threads: self.threads.clone(),
-            types: PhantomData,
-        }
-    }
-}
-
-impl<Req, Resp, F> Counted<Req, Resp, F> {
-    /// Wraps `handler`; its CPU work ([`crate::work::run_blocking`]) runs on `threads`.
-    pub(crate) fn new(handler: F, load: Arc<Load>, threads: Arc<Semaphore>) -> Self {
-        Self {
-            handler,
-            load,
-            threads,
-            types: PhantomData,
-        }
-    }
-}
-
-impl<Req, Resp, F, Fut> Serve for Counted<Req, Resp, F>
-where
-    Req: RequestName,
-    F: Fn(tarpc::context::Context, Req) -> Fut,
-    Fut: Future<Output = Result<Resp, ServerError>>,
-{
-    type Req = Req;
-    type Resp = Resp;
-
-    async fn serve(self, ctx: tarpc::context::Context, req: Req) -> Result<Resp, ServerError> {
-        let Some(_guard) = self.load.begin() else {
-            return Err(ServerError::new(
-                std::io::ErrorKind::WouldBlock,
-                AT_CAPACITY.into(),
-            ));
-        };
-        // A panicking handler must not leave the caller waiting for its deadline: it answers
-        // an error like any other failure, and the node goes on serving.
-        let handler = &self.handler;
-        let started = std::time::Instant::now();
-        let trace = *ctx.trace_id();
-        let scope = Scope {
-            load: self.load.clone(),
-            threads: self.threads.clone(),
-        };
-        match AssertUnwindSafe(SCOPE.scope(scope, async move { handler(ctx, req).await }))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => {
-                let elapsed = started.elapsed();
-                metrics::histogram!(observe::HANDLER_SECONDS).record(elapsed.as_secs_f64());
-                tracing::debug!(trace_id = %trace, ok = result.is_ok(),
-                    latency_us = elapsed.as_micros() as u64, "call handled");
-                result
-            }
-            Err(_) => {
-                metrics::counter!(observe::PANICS).increment(1);
-                tracing::error!(trace_id = %trace, "a call handler panicked");
-                Err(ServerError::new(
-                    std::io::ErrorKind::Other,
-                    HANDLER_PANICKED.into(),
-                ))
-            }
-        }
-    }
-}

@@ -43,11 +43,12 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Gate};
 use crate::config::NodeConfig;
 use crate::connection::{ConnectionLimits, Handover, serve_connection};
+use crate::counted::Counted;
 use crate::error::StartError;
 pub use crate::handle::NodeHandle;
 use crate::heartbeat::{self, Leases};
 use crate::lifecycle;
-use crate::load::{Counted, Load};
+use crate::load::Load;
 use crate::master_client::{MasterClient, RegistrySettings};
 
 /// How long a caller may take to complete the TLS handshake (and, separately, the cluster

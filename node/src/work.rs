@@ -74,7 +74,7 @@ pub(crate) struct Scope {
 }
 
 tokio::task_local! {
-    /// Set around each handler by the node (`load::Counted`).
+    /// Set around each handler by the node (`counted::Counted`).
     pub(crate) static SCOPE: Scope;
 }
 
