@@ -27,14 +27,11 @@ use serde::Serialize;
 use crate::args::Args;
 use crate::procs::{self, MasterProc};
 use crate::report::Section;
+use crate::rounds::{EXPECTED, VALUES};
 use crate::stats;
 
 /// The callers (threads or tasks) measured.
 const CALLERS: [usize; 2] = [1, 16];
-
-/// The values every call adds, and their sum.
-const VALUES: [i64; 3] = [1_000, 2_000, 3_000];
-const EXPECTED: i64 = 6_000;
 
 /// How long and how often each way is measured.
 #[derive(Debug, Clone, Copy, Serialize)]

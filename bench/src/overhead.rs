@@ -33,15 +33,11 @@ use tokio::sync::watch;
 use crate::args::Args;
 use crate::procs;
 use crate::report::Section;
-use crate::rounds::{Round, load, micros, summarize};
+use crate::rounds::{PathFigures, Round, VALUES, load, micros, summarize};
 use crate::{connect, stats};
 
 /// The concurrencies measured.
 pub const CONCURRENCY: [usize; 3] = [1, 16, 128];
-
-/// The values every call adds, and their sum.
-const VALUES: [i64; 3] = [1_000, 2_000, 3_000];
-pub const EXPECTED: i64 = 6_000;
 
 /// The cluster secret of the secret path's master and node.
 const SECRET: &str = "bench-cluster-secret";
@@ -81,23 +77,6 @@ impl Settings {
             }
         }
     }
-}
-
-/// One path's figures at one concurrency (medians over the rounds).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct PathFigures {
-    /// Completed calls per second.
-    pub rps: f64,
-    /// Median latency, microseconds.
-    pub p50_us: f64,
-    /// 99th percentile latency, microseconds.
-    pub p99_us: f64,
-    /// CPU time the callers' thread spent per call (router or raw client, tarpc's dispatch,
-    /// socket I/O and the benchmark loop), microseconds: the cost of a call on the caller's
-    /// side, unlike wall-clock figures undisturbed by other load on the machine.
-    pub cpu_us: f64,
-    /// Calls measured, over all rounds.
-    pub calls: u64,
 }
 
 /// Raw and routed at one concurrency: what `figures.points` of the section holds.

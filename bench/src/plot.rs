@@ -134,7 +134,7 @@ fn draw(points: &[Point], path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overhead::PathFigures;
+    use crate::rounds::PathFigures;
 
     #[test]
     fn draws_a_png() {

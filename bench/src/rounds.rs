@@ -5,8 +5,31 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::overhead::{EXPECTED, PathFigures};
+use serde::{Deserialize, Serialize};
+
 use crate::{stats, system};
+
+/// The values every benchmark call adds, and their sum (what each answer is checked against).
+pub const VALUES: [i64; 3] = [1_000, 2_000, 3_000];
+/// The sum of [`VALUES`].
+pub const EXPECTED: i64 = 6_000;
+
+/// One path's figures at one concurrency (medians over the rounds).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PathFigures {
+    /// Completed calls per second.
+    pub rps: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// CPU time the callers' thread spent per call (router or raw client, tarpc's dispatch,
+    /// socket I/O and the benchmark loop), microseconds: the cost of a call on the caller's
+    /// side, unlike wall-clock figures undisturbed by other load on the machine.
+    pub cpu_us: f64,
+    /// Calls measured, over all rounds.
+    pub calls: u64,
+}
 
 /// One round of one path.
 #[derive(Debug, Clone, Copy)]

@@ -34,11 +34,8 @@ use serde::Serialize;
 use crate::args::Args;
 use crate::procs;
 use crate::report::Section;
-use crate::rounds::{Round, load, micros, summarize};
+use crate::rounds::{Round, VALUES, load, micros, summarize};
 use crate::stats;
-
-/// The values every call adds (their sum is `overhead::EXPECTED`).
-const VALUES: [i64; 3] = [1_000, 2_000, 3_000];
 
 /// Concurrent callers.
 const CONCURRENCY: usize = 16;
