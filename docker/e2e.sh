@@ -53,17 +53,9 @@ STEP_NAMES=(up wait-3 healthy sum-parallel palindrom two-services scale-5 scale-
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distdemo-e2e.XXXXXX")
 HELPER="$HERE/e2e_helper.py"
-PASSED=0
-FAILED=0
-FAILED_STEP=""
-CURRENT_STEP=""
-LOAD_PID=""
-STARTED=0
-
-log() { printf '%s\n' "$*"; }
-now() { printf '%s' "$EPOCHREALTIME"; }
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-py() { python3 "$HELPER" "$@"; }
+E2E_LOAD_SECONDS=60
+# shellcheck source=e2e_lib.sh
+source "$HERE/e2e_lib.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Compose: `docker compose` (v2) if present, else `docker-compose` (v1); COMPOSE overrides.
@@ -100,22 +92,6 @@ container_ip() { # container -> its address on the project network
 
 # ---------------------------------------------------------------------------------------------
 # HTTP side, in Python (docker/e2e_helper.py): registry polling, parallel /sum, bounded loops.
-
-# ---------------------------------------------------------------------------------------------
-# Bounded background request loop, and its report.
-load_start() { # tag
-    rm -f "$WORK/stop"
-    py load "$GATEWAY" "$WORK/stop" "${E2E_LOAD_MAX_REQUESTS:-4000}" "${E2E_LOAD_MAX_SECONDS:-60}" 4 \
-        >"$WORK/load-$1.json" &
-    LOAD_PID=$!
-    sleep 1
-}
-load_stop() { # tag [strict|info]
-    touch "$WORK/stop"
-    wait "$LOAD_PID"
-    LOAD_PID=""
-    py load-report "$WORK/load-$1.json" "${2:-strict}"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Steps. Each returns non-zero on failure; its output says why.
@@ -252,15 +228,7 @@ cleanup() {
         rm -rf "$WORK"
         exit "$rc"
     fi
-    if [[ -n "$LOAD_PID" ]]; then
-        touch "$WORK/stop"
-        kill "$LOAD_PID" 2>/dev/null
-        wait "$LOAD_PID" 2>/dev/null
-    fi
-    if [[ -n "$CURRENT_STEP" && -z "$FAILED_STEP" ]]; then
-        FAILED_STEP=$CURRENT_STEP # interrupted in the middle of a step
-        FAILED=$((FAILED + 1))
-    fi
+    end_steps
     if [[ -n "$FAILED_STEP" ]]; then
         log "--- state when step '$FAILED_STEP' failed"
         compose ps
@@ -269,37 +237,11 @@ cleanup() {
     log "=== teardown"
     compose down -v --remove-orphans -t 20
     rm -rf "$WORK"
-    local skipped=$(( ${#STEP_NAMES[@]} - PASSED - FAILED ))
-    if [[ -n "$FAILED_STEP" ]]; then
-        log "docker-e2e: FAILED at step '$FAILED_STEP'"
-        log "docker-e2e: $PASSED passed, $FAILED failed, $skipped skipped"
-        exit 1
-    fi
-    log "docker-e2e: $PASSED passed, $FAILED failed"
-    [[ "$rc" == 0 && "$PASSED" == "${#STEP_NAMES[@]}" ]] || exit 1
-    exit 0
+    verdict docker-e2e "$rc"
 }
 trap cleanup EXIT
 trap 'log "docker-e2e: interrupted"; exit 130' INT TERM
 
-run_step() { # index
-    local name=${STEP_NAMES[$1]} fn t0
-    fn="step_${name//-/_}"
-    CURRENT_STEP=$name
-    log "=== step $(($1 + 1))/${#STEP_NAMES[@]}: $name"
-    t0=$(now)
-    if "$fn"; then
-        PASSED=$((PASSED + 1))
-        CURRENT_STEP=""
-        log "--- PASS $name ($(since "$t0")s)"
-        return 0
-    fi
-    FAILED=$((FAILED + 1))
-    FAILED_STEP=$name
-    CURRENT_STEP=""
-    log "--- FAIL $name ($(since "$t0")s)"
-    return 1
-}
 
 # ---------------------------------------------------------------------------------------------
 docker image inspect "$DIST_IMAGE" >/dev/null 2>&1 || {

@@ -50,21 +50,14 @@ CALLER="$STACK-caller"
 STEP_NAMES=(swarm deploy wait-3 sum-parallel palindrom scale-6 scale-2 kill-node kill-master)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/distswarm-e2e.XXXXXX")
-PASSED=0
-FAILED=0
-FAILED_STEP=""
-CURRENT_STEP=""
-LOAD_PID=""
-STARTED=0
 DEPLOYED=0
 INITIALISED=0
 GWBRIDGE_BEFORE=1
 T_ALL=$EPOCHREALTIME
 
-log() { printf '%s\n' "$*"; }
-now() { printf '%s' "$EPOCHREALTIME"; }
-since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
-py() { python3 "$HELPER" "$@"; }
+E2E_LOAD_SECONDS=90
+# shellcheck source=e2e_lib.sh
+source "$HERE/e2e_lib.sh"
 indent() { sed 's/^/    | /'; }
 
 # Containers of this stack's service (Swarm labels them), running ones unless told otherwise.
@@ -76,22 +69,6 @@ containers() { # service [extra docker ps args...]
 running_nodes() { containers node --filter status=running; }
 container_ip() { # container -> its address on the stack's overlay network
     docker inspect -f "{{with index .NetworkSettings.Networks \"${STACK}_cluster\"}}{{.IPAddress}}{{end}}" "$1"
-}
-
-# ---------------------------------------------------------------------------------------------
-# Bounded background request loop through the gateway, and its report.
-load_start() { # tag
-    rm -f "$WORK/stop"
-    py load "$GATEWAY" "$WORK/stop" "${E2E_LOAD_MAX_REQUESTS:-4000}" "${E2E_LOAD_MAX_SECONDS:-90}" 4 \
-        >"$WORK/load-$1.json" &
-    LOAD_PID=$!
-    sleep 1
-}
-load_stop() { # tag
-    touch "$WORK/stop"
-    wait "$LOAD_PID"
-    LOAD_PID=""
-    py load-report "$WORK/load-$1.json" strict
 }
 
 scale() { # n: scale the node service and wait (bounded) until Swarm says it converged
@@ -274,15 +251,7 @@ cleanup() {
         rm -rf "$WORK"
         exit "$rc"
     fi
-    if [[ -n "$LOAD_PID" ]]; then
-        touch "$WORK/stop"
-        kill "$LOAD_PID" 2>/dev/null
-        wait "$LOAD_PID" 2>/dev/null
-    fi
-    if [[ -n "$CURRENT_STEP" && -z "$FAILED_STEP" ]]; then
-        FAILED_STEP=$CURRENT_STEP
-        FAILED=$((FAILED + 1))
-    fi
+    end_steps
     if [[ -n "$FAILED_STEP" && "$DEPLOYED" == 1 ]]; then
         log "--- state when step '$FAILED_STEP' failed"
         docker stack ps --no-trunc "$STACK" 2>&1 | head -n 30 | indent
@@ -294,37 +263,11 @@ cleanup() {
     teardown
     rm -rf "$WORK"
     log "swarm-e2e: total $(since "$T_ALL")s"
-    local skipped=$(( ${#STEP_NAMES[@]} - PASSED - FAILED ))
-    if [[ -n "$FAILED_STEP" ]]; then
-        log "swarm-e2e: FAILED at step '$FAILED_STEP'"
-        log "swarm-e2e: $PASSED passed, $FAILED failed, $skipped skipped"
-        exit 1
-    fi
-    log "swarm-e2e: $PASSED passed, $FAILED failed"
-    [[ "$rc" == 0 && "$PASSED" == "${#STEP_NAMES[@]}" ]] || exit 1
-    exit 0
+    verdict swarm-e2e "$rc"
 }
 trap cleanup EXIT
 trap 'log "swarm-e2e: interrupted"; exit 130' INT TERM
 
-run_step() { # index
-    local name=${STEP_NAMES[$1]} fn t0
-    fn="step_${name//-/_}"
-    CURRENT_STEP=$name
-    log "=== step $(($1 + 1))/${#STEP_NAMES[@]}: $name"
-    t0=$(now)
-    if "$fn"; then
-        PASSED=$((PASSED + 1))
-        CURRENT_STEP=""
-        log "--- PASS $name ($(since "$t0")s)"
-        return 0
-    fi
-    FAILED=$((FAILED + 1))
-    FAILED_STEP=$name
-    CURRENT_STEP=""
-    log "--- FAIL $name ($(since "$t0")s)"
-    return 1
-}
 
 # ---------------------------------------------------------------------------------------------
 docker image inspect "$DIST_IMAGE" >/dev/null 2>&1 || {
