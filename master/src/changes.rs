@@ -87,6 +87,12 @@ pub(crate) async fn changes(
         tag: None,
     };
     let changes = registry.changes_since(view, &filter);
+    let kind = match (&changes.full, view) {
+        (None, _) => "changes",
+        (Some(_), None) => "first",
+        (Some(_), Some(_)) => "resync",
+    };
+    metrics::counter!(crate::observe::CHANGES_ANSWERS, "kind" => kind).increment(1);
     let key = (
         view,
         params.service,

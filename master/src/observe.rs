@@ -33,6 +33,12 @@ pub const HEARTBEATS_UNKNOWN: &str = "distribution_master_heartbeats_unknown_tot
 pub const HEARTBEAT_SECONDS: &str = "distribution_master_heartbeat_seconds";
 /// Gauge: blocking queries (`GET /v1/nodes?index=N`) waiting now, i.e. remote followers.
 pub const BLOCKING_QUERIES: &str = "distribution_master_blocking_queries";
+/// Counter, label `kind`: answers of `GET /v1/changes`: `changes` (what changed since the
+/// follower's view), `first` (the whole list to a follower without a view: its start, or after
+/// an outage), `resync` (the whole list to a follower whose view could not be used: another
+/// master process, or a change it needs gone from the history). A steady `resync` rate means
+/// followers fall behind: each costs one whole list.
+pub const CHANGES_ANSWERS: &str = "distribution_master_changes_answers_total";
 /// Gauge: clients following `GET /v1/events` now.
 pub const EVENT_SUBSCRIBERS: &str = "distribution_master_event_subscribers";
 /// Counter, labels `route` (the matched route, or `unmatched`) and `status`: HTTP answers.
@@ -65,6 +71,10 @@ pub fn describe() {
         "Time to handle one heartbeat in the registry."
     );
     describe_gauge!(BLOCKING_QUERIES, "Blocking queries waiting now.");
+    describe_counter!(
+        CHANGES_ANSWERS,
+        "Answers of GET /v1/changes by kind (changes, first, resync: a whole list to a follower whose view could not be used)."
+    );
     describe_gauge!(EVENT_SUBSCRIBERS, "Clients following /v1/events now.");
     describe_counter!(HTTP_RESPONSES, "HTTP answers by route and status.");
 }

@@ -126,19 +126,42 @@ async fn serves_the_registry_configured_from_the_environment_and_stops_on_sigter
         "DIST_HEARTBEAT_INTERVAL_MS"
     );
 
-    let list: NodeList = http
-        .get(url("/v1/nodes"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: NodeList = get_json(&http, url("/v1/nodes")).await;
     let ids: Vec<&str> = list.nodes.iter().map(|node| node.id.as_str()).collect();
     assert_eq!(ids, ["node-a"]);
 
-    for (path, expected) in [("/health", ""), ("/metrics", "distribution_master_nodes")] {
+    // One answer of each kind from `GET /v1/changes`, counted in `/metrics`.
+    let changes =
+        |query: String| get_json::<serde_json::Value>(&http, url(&format!("/v1/changes{query}")));
+    let first = changes(String::new()).await;
+    let (epoch, index, loads) = (
+        first["epoch"].as_u64().unwrap(),
+        first["index"].as_u64().unwrap(),
+        first["loads_index"].as_u64().unwrap(),
+    );
+    let view = |epoch: u64| format!("?epoch={epoch}&index={index}&loads={loads}&wait=0s");
+    assert!(changes(view(epoch)).await["full"].is_null(), "a delta");
+    assert!(
+        changes(view(epoch.wrapping_add(1))).await["full"].is_array(),
+        "another process's view: the whole list"
+    );
+
+    for (path, expected) in [
+        ("/health", ""),
+        ("/metrics", "distribution_master_nodes"),
+        (
+            "/metrics",
+            "distribution_master_changes_answers_total{kind=\"first\"} 1",
+        ),
+        (
+            "/metrics",
+            "distribution_master_changes_answers_total{kind=\"changes\"} 1",
+        ),
+        (
+            "/metrics",
+            "distribution_master_changes_answers_total{kind=\"resync\"} 1",
+        ),
+    ] {
         let response = http.get(url(path)).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body = response.text().await.unwrap();
@@ -155,6 +178,12 @@ async fn serves_the_registry_configured_from_the_environment_and_stops_on_sigter
         status.is_some_and(|status| status.success()),
         "SIGTERM must stop the master with exit 0 within 10 s: {status:?}"
     );
+}
+
+/// `GET url` with the cluster secret, its body decoded.
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: String) -> T {
+    let response = http.get(url).bearer_auth(SECRET).send().await.unwrap();
+    response.json().await.unwrap()
 }
 
 #[test]
