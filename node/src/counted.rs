@@ -18,6 +18,10 @@ use crate::load::{AT_CAPACITY, HANDLER_PANICKED, Load};
 use crate::observe;
 use crate::work::{SCOPE, Scope};
 
+/// The target of the per-call log lines (`call handled`, a panic): the filter the README gives
+/// operators (`RUST_LOG=…,distribution_node::load=debug`), kept when the wrapper left `load.rs`.
+const LOG_TARGET: &str = "distribution_node::load";
+
 /// A service handler wrapped to keep the node's [`Load`].
 pub(crate) struct Counted<Req, Resp, F> {
     handler: F,
@@ -81,13 +85,13 @@ where
             Ok(result) => {
                 let elapsed = started.elapsed();
                 metrics::histogram!(observe::HANDLER_SECONDS).record(elapsed.as_secs_f64());
-                tracing::debug!(trace_id = %trace, ok = result.is_ok(),
+                tracing::debug!(target: LOG_TARGET, trace_id = %trace, ok = result.is_ok(),
                     latency_us = elapsed.as_micros() as u64, "call handled");
                 result
             }
             Err(_) => {
                 metrics::counter!(observe::PANICS).increment(1);
-                tracing::error!(trace_id = %trace, "a call handler panicked");
+                tracing::error!(target: LOG_TARGET, trace_id = %trace, "a call handler panicked");
                 Err(ServerError::new(
                     std::io::ErrorKind::Other,
                     HANDLER_PANICKED.into(),
