@@ -198,6 +198,14 @@ impl Registry {
         };
         let (index, loads_index) = (state.index, state.loads.version());
         drop(state);
+        let loads = loads
+            .into_iter()
+            .map(|(id, in_flight, capacity)| NodeLoad {
+                id: id.to_string(),
+                in_flight,
+                capacity,
+            })
+            .collect();
         let (full, events) = match membership {
             Ok(events) => (None, events),
             Err(listed) => {
@@ -284,10 +292,12 @@ impl Listed {
     }
 }
 
-fn load_of(entry: &super::Entry) -> NodeLoad {
-    NodeLoad {
-        id: entry.id.to_string(),
-        in_flight: entry.load.in_flight(),
-        capacity: entry.load.capacity(),
-    }
+/// A node's load figures, copied under the registry's lock (its id as a reference count);
+/// [`NodeLoad`] is built after the lock is released.
+fn load_of(entry: &super::Entry) -> (Arc<str>, u32, u32) {
+    (
+        entry.id.clone(),
+        entry.load.in_flight(),
+        entry.load.capacity(),
+    )
 }
