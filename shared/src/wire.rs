@@ -214,21 +214,6 @@ pub struct NodeTotals {
     pub served: u64,
 }
 
-impl NodeTotals {
-    /// The sums over `nodes`.
-    pub fn of(nodes: &[NodeInfo]) -> Self {
-        nodes.iter().fold(Self::default(), |mut t, n| {
-            t.nodes += 1;
-            t.up += usize::from(n.state == NodeState::Up);
-            t.maintenance += usize::from(n.maintenance.is_some());
-            t.in_flight += u64::from(n.in_flight);
-            t.capacity += u64::from(n.capacity);
-            t.served += n.served;
-            t
-        })
-    }
-}
-
 /// One node's load figures, in a [`NodeChanges`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLoad {

@@ -153,14 +153,22 @@ async fn connect_fails_when_no_master_answers() {
     );
 }
 
-/// A "master" that takes connections and never reads or answers (a paused process: the kernel
-/// still accepts): its address, and the task holding the connections (abort it to close them).
-async fn silent_master() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
+/// A "master" that takes connections and then says nothing more (a paused process: the kernel
+/// still accepts): with `head`, after answering the event stream's head; without, not even
+/// that. Its address, and the task holding the connections (abort it to close them).
+async fn paused_master(head: bool) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            if head {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes()).await;
+            }
             held.push(stream);
         }
     });
@@ -176,7 +184,7 @@ async fn real_master() -> Master {
 async fn connect_moves_past_a_master_that_accepts_and_never_answers() {
     // The first "master" takes connections and never reads or answers (a paused process: the
     // kernel still accepts); the second is a real master with one node.
-    let (silent_addr, holder) = silent_master().await;
+    let (silent_addr, holder) = paused_master(false).await;
     let master = real_master().await;
     master
         .registry()
@@ -226,7 +234,7 @@ async fn a_join_comes_through(
 #[tokio::test]
 async fn the_event_stream_moves_past_a_master_that_never_answers() {
     // The first "master" takes connections and never reads or answers.
-    let (silent_addr, holder) = silent_master().await;
+    let (silent_addr, holder) = paused_master(false).await;
     let master = real_master().await;
     // `Duration::MAX` as "no idle bound" must not overflow the clock on the second master.
     let config = config()
@@ -241,21 +249,9 @@ async fn the_event_stream_moves_past_a_master_that_never_answers() {
 
 #[tokio::test]
 async fn the_event_stream_moves_past_a_master_that_falls_silent() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The first "master" answers the stream's head, then sends nothing, not even a keep-alive
     // (a process paused after it answered).
-    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mute_addr = mute.local_addr().unwrap();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut stream, _)) = mute.accept().await {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
-            let _ = stream.write_all(head.as_bytes()).await;
-            held.push(stream);
-        }
-    });
+    let (mute_addr, holder) = paused_master(true).await;
     let master = real_master().await;
     let config = config().with_events_idle_timeout(Duration::from_millis(500));
     let mut events =

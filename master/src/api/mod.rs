@@ -27,8 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use distribution_shared::wire::{
-    Heartbeat, Lease, MaintenanceRequest, NodeInfo, NodeList, NodeTotals, RegisterRequest,
-    ServiceList,
+    Heartbeat, Lease, MaintenanceRequest, NodeInfo, NodeList, RegisterRequest, ServiceList,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -229,12 +228,11 @@ async fn list(
         service: params.service,
         tag: params.tag,
     };
-    let mut list = registry.list_filtered(Instant::now(), &filter);
-    if let Some(limit) = limit {
-        list.total = Some(NodeTotals::of(&list.nodes));
-        list.nodes.truncate(limit);
-    }
-    Ok(node_list_response(list))
+    Ok(node_list_response(registry.list_first(
+        Instant::now(),
+        &filter,
+        limit,
+    )))
 }
 
 /// A `GET /v1/nodes` answer: the list as JSON, its index in the `X-Index` header.

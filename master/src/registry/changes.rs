@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use distribution_shared::wire::{MembershipEvent, NodeInfo, NodeList, NodeLoad, NodeState};
+use distribution_shared::wire::{
+    MembershipEvent, NodeInfo, NodeList, NodeLoad, NodeState, NodeTotals,
+};
 use tokio::time::Instant;
 
 use super::{Entry, Registry, State};
@@ -123,7 +125,14 @@ impl Registry {
     /// [`Registry::list`] of the nodes `filter` admits. With a service, the index is that
     /// service's (the index of its last change).
     pub fn list_filtered(&self, now: Instant, filter: &Filter) -> NodeList {
-        let (index, nodes, degraded) = {
+        self.list_first(now, filter, None)
+    }
+
+    /// [`Registry::list_filtered`], with `limit`: only the first `limit` nodes by id, and in
+    /// `total` the sums over every node the filter admits. Only the nodes listed are turned
+    /// into [`NodeInfo`]s (a status page of 100,000 nodes asks for 500).
+    pub fn list_first(&self, now: Instant, filter: &Filter, limit: Option<usize>) -> NodeList {
+        let (index, mut nodes, degraded) = {
             let state = self.lock();
             let index = match &filter.service {
                 Some(service) => state.services.index_of(service),
@@ -132,14 +141,18 @@ impl Registry {
             let degraded = state.preservation.reason();
             (index, listed(&state, now, filter), degraded)
         };
-        // Built and sorted after the lock is released: heartbeats do not wait for it.
-        let mut nodes: Vec<NodeInfo> = nodes.into_iter().map(Listed::info).collect();
+        // Sorted and built after the lock is released: heartbeats do not wait for it.
         nodes.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let total = limit.map(|limit| {
+            let total = totals(&nodes);
+            nodes.truncate(limit);
+            total
+        });
         NodeList {
             index,
-            nodes,
+            nodes: nodes.into_iter().map(Listed::info).collect(),
             degraded,
-            total: None,
+            total,
         }
     }
 
@@ -233,6 +246,19 @@ fn listed(state: &State, now: Instant, filter: &Filter) -> Vec<Listed> {
         .filter(|e| filter.admits(e))
         .map(|e| Listed::of(e, now))
         .collect()
+}
+
+/// The sums over `nodes` (see [`NodeTotals`]).
+fn totals(nodes: &[Listed]) -> NodeTotals {
+    nodes.iter().fold(NodeTotals::default(), |mut t, n| {
+        t.nodes += 1;
+        t.up += usize::from(!n.late);
+        t.maintenance += usize::from(n.maintenance.is_some());
+        t.in_flight += u64::from(n.in_flight);
+        t.capacity += u64::from(n.capacity);
+        t.served += n.served;
+        t
+    })
 }
 
 /// One entry as the API lists it, copied under the registry's lock as reference counts and
