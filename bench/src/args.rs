@@ -30,6 +30,10 @@ pub struct Args {
     /// this binary).
     #[arg(long)]
     pub demo: Option<PathBuf>,
+    /// A `distribution-demo` built from an earlier commit: the parts `overhead` and
+    /// `neighbour` then run against it too, in the same run (before and after a change).
+    #[arg(long)]
+    pub baseline_demo: Option<PathBuf>,
 }
 
 /// One part of the suite.
@@ -53,6 +57,8 @@ pub enum Part {
     Follow,
     /// How evenly a router spreads calls: power of two choices vs exact least-used.
     Spread,
+    /// Cheap calls beside a handler that spins without yielding, vs the same node idle.
+    Neighbour,
 }
 
 impl Args {

@@ -7,7 +7,7 @@
 //! plot to `<out>/latency.png`.
 //!
 //! ```text
-//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale,follow,spread] [--quick]
+//! distribution-bench [--out target/bench] [--only overhead,capacity,detection,scatter,blocking,hedging,scale,follow,spread,neighbour] [--quick] [--baseline-demo PATH]
 //! ```
 //!
 //! The parts:
@@ -20,6 +20,8 @@
 //! - [`blocking`]: blocking calls from threads against async calls from tasks, at 1 and 16.
 //! - [`hedging`]: a node SIGSTOPped for 5 s under load, backup requests off against on.
 //! - [`scale`]: routed calls over 1 to 10,000 members against raw tarpc.
+//! - [`neighbour`]: cheap calls beside a handler that spins without yielding, against the same
+//!   node idle (and, with `--baseline-demo`, against an earlier commit's node).
 //!
 //! The command line is [`args`]; the helpers every part shares are their own modules (processes:
 //! [`procs`], figures: [`stats`], [`rounds`], [`report`], the machine: [`system`]), so no part
@@ -32,6 +34,7 @@ mod connect;
 mod detection;
 mod follow;
 mod hedging;
+mod neighbour;
 mod overhead;
 mod plot;
 mod procs;
@@ -73,6 +76,18 @@ async fn main() -> anyhow::Result<()> {
         let section = overhead::run(&args).await.context("overhead")?;
         plot::latency(&section, &args.out.join("latency.png")).context("plot")?;
         sections.push(section);
+        if let Some(baseline) = &args.baseline_demo {
+            // The same part against the earlier commit's node, in this run.
+            let before = Args {
+                demo: Some(baseline.clone()),
+                ..args.clone()
+            };
+            let mut section = overhead::run(&before)
+                .await
+                .context("overhead (baseline)")?;
+            section.name = "overhead-baseline".into();
+            sections.push(section);
+        }
     }
     if args.wants(Part::Capacity) {
         sections.push(capacity::run(&args).await.context("capacity")?);
@@ -97,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.wants(Part::Spread) {
         sections.push(spread::run(&args).await.context("spread")?);
+    }
+    if args.wants(Part::Neighbour) {
+        sections.push(neighbour::run(&args).await.context("neighbour")?);
     }
     report::write_all(&args.out, &sections)?;
     report::print_targets(&sections);

@@ -1,13 +1,14 @@
-//! A node process whose every tokio worker is busy in a CPU loop inside an async handler keeps
-//! its lease (issue #10): its heartbeats run on its own lifecycle thread, not on the workers.
+//! A node process whose every call thread is busy in a CPU loop inside an async handler keeps
+//! its lease (issue #10), and refuses new calls at once instead of queueing them behind the
+//! loops (issue #26): its heartbeats and connections run on its own lifecycle thread.
 //!
-//! The node runs with `--worker-threads 2` and gets three `Calc::spin` calls (the anti-pattern: a
-//! busy loop in the `async fn`, never yielding), on three connections, each spinning for
-//! 2 × TTL + 2 s (one more than the workers: see below). While they spin, another call gets no
-//! answer (the workers are all held: the
-//! situation is real), yet the master, polled every 100 ms at `GET /v1/nodes`, lists the node
-//! throughout, and its event feed (`GET /v1/events`) names no eviction of it. Before the
-//! lifecycle thread, the node went unlisted about 3 s into the spin, until the spin ended.
+//! The node runs with `--call-threads 2` and gets two `Calc::spin` calls (the anti-pattern: a
+//! busy loop in the `async fn`, never yielding), on two connections, each spinning for
+//! 2 × TTL + 2 s. While they spin, another call is refused with `ALL_THREADS_HELD` (the threads
+//! are all held: the situation is real, and a router would send the call elsewhere), yet the
+//! master, polled every 100 ms at `GET /v1/nodes`, lists the node throughout, and its event
+//! feed (`GET /v1/events`) names no eviction of it. Before the lifecycle thread, the node went
+//! unlisted about 3 s into the spin, until the spin ended.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +17,10 @@ use distribution_client::remote::{self, RemoteConfig};
 use distribution_examples::service::CalcClient;
 use distribution_shared::defaults::{HEARTBEAT_INTERVAL, MAX_FRAME_LEN, TTL_INTERVALS};
 use distribution_shared::transport;
+use distribution_shared::wire::ALL_THREADS_HELD;
 use distribution_shared::wire::{EventKind, MembershipEvent, NodeList};
 use futures::StreamExt;
+use tarpc::client::RpcError;
 use tarpc::context;
 use tokio::net::TcpStream;
 
@@ -25,7 +28,7 @@ mod support;
 
 use support::procs::{start_master, start_node};
 
-/// The node's worker threads, all of which the spins hold.
+/// The node's call threads, all of which the spins hold.
 const WORKERS: usize = 2;
 
 /// The node's id.
@@ -58,7 +61,7 @@ async fn a_node_whose_workers_all_spin_in_async_handlers_is_not_evicted() {
     let spin = ttl * 2 + Duration::from_secs(2);
     let (_master, registry, _gateway) = start_master(interval.as_millis() as u64, &[]);
     let workers = WORKERS.to_string();
-    let _node = start_node(&registry, &["--id", ID, "--worker-threads", &workers]);
+    let _node = start_node(&registry, &["--id", ID, "--call-threads", &workers]);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -87,14 +90,13 @@ async fn a_node_whose_workers_all_spin_in_async_handlers_is_not_evicted() {
         }
     });
 
-    // One spin more than there are workers, each on its own connection. With exactly one per
-    // worker, the run occasionally left a worker free: tokio puts a task spawned by a worker in
-    // that worker's LIFO slot, which no other worker may steal, so a second spin could wait
-    // behind the first on the same worker. One spare spin keeps every worker busy whatever the
-    // placement (only one task per worker can sit in a LIFO slot).
+    // One spin per call thread, each on its own connection. The calls are spawned onto the call
+    // threads from the lifecycle thread, so no spin can sit in another's LIFO slot: each takes
+    // a thread of its own. (A spare spin, as when the handlers ran on the tokio workers that
+    // spawned them, would now be refused once both threads are seen held.)
     let spins: Vec<_> = {
         let mut spins = Vec::new();
-        for _ in 0..WORKERS + 1 {
+        for _ in 0..WORKERS {
             let client = client(&addr).await;
             spins.push(tokio::spawn(async move {
                 let mut ctx = context::current();
@@ -123,15 +125,26 @@ async fn a_node_whose_workers_all_spin_in_async_handlers_is_not_evicted() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The workers are all held: a call that takes microseconds gets no answer in 1 s.
+    // The call threads are all held: a call that takes microseconds is refused at once, never
+    // answered. Asked again until the node has seen the hold (its threshold, 100 ms): a probe
+    // sent before that waits for a thread and meets its 1 s deadline instead.
     let probe = client(&addr).await;
-    let mut ctx = context::current();
-    ctx.deadline = Instant::now() + Duration::from_secs(1);
-    let starved = probe.sum(ctx, vec![1, 2]).await;
-    assert!(
-        starved.is_err(),
-        "a call was answered while the spins ran: not every worker is busy ({starved:?})"
-    );
+    let refused = loop {
+        let mut ctx = context::current();
+        ctx.deadline = Instant::now() + Duration::from_secs(1);
+        match probe.sum(ctx, vec![1, 2]).await {
+            Err(RpcError::Server(err)) if err.detail == ALL_THREADS_HELD => {
+                break spinning.elapsed();
+            }
+            Ok(answer) => panic!("a call was answered while the spins ran: {answer:?}"),
+            Err(_) => {}
+        }
+        assert!(
+            spinning.elapsed() < Duration::from_secs(5),
+            "a call is refused within 5 s of the spins' start"
+        );
+    };
+    eprintln!("a call was refused {refused:?} into the spins");
 
     // The master lists the node throughout the spins: polled every 100 ms until they end.
     let mut polls = 0;

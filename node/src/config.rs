@@ -64,6 +64,18 @@ pub struct NodeConfig {
     /// How many pieces of CPU-bound work ([`crate::work::run_blocking`]) run at once; more wait
     /// for a thread. Default: one per core the process may use.
     pub cpu_threads: usize,
+    /// How many threads run the node's handlers ([`crate::calls`]): the node's own, apart from
+    /// the runtime it was started on and from the thread that reads and writes its connections.
+    /// A handler that holds one (a CPU loop in its `async fn`) leaves the others to the calls
+    /// beside it; when every one is held, new calls are refused at once. Default: one per core,
+    /// at least 2; 0 counts as 1, and more than [`MAX_THREADS`](crate::calls::MAX_THREADS)
+    /// (1024) as that many.
+    pub call_threads: usize,
+    /// How long one poll of a handler may hold its call thread before it counts as blocking:
+    /// it is then counted (`distribution_node_handler_blocked_total`) and warned about (once
+    /// per method and minute), and while every call thread is held this long new calls are
+    /// refused. Default 100 ms.
+    pub blocking_threshold: Duration,
     /// TLS: serve the tarpc port under TLS and dial the master over HTTPS. `None`: plain TCP.
     pub tls: Option<NodeTls>,
     /// The cluster secret: presented to the master (`Authorization: Bearer`), and required of
@@ -112,6 +124,8 @@ impl NodeConfig {
             idle_timeout: defaults::NODE_IDLE_TIMEOUT,
             max_calls_per_connection: None,
             cpu_threads: crate::work::default_threads(),
+            call_threads: crate::calls::default_threads(),
+            blocking_threshold: defaults::BLOCKING_THRESHOLD,
             tls: None,
             service: distribution_shared::wire::DEFAULT_SERVICE.to_owned(),
             tags: Vec::new(),
@@ -160,6 +174,8 @@ distribution_shared::with_setters!(NodeConfig {
     with_idle_timeout => idle_timeout: Duration,
     with_max_calls_per_connection => max_calls_per_connection: Option<usize>,
     with_cpu_threads => cpu_threads: usize,
+    with_call_threads => call_threads: usize,
+    with_blocking_threshold => blocking_threshold: Duration,
     with_tls => tls: Option<NodeTls>,
     with_secret => secret: Option<SecretString>,
     with_service => service: String,

@@ -1,6 +1,7 @@
-//! One caller's connection once it is admitted: handed over from the lifecycle thread (where it
-//! was accepted and passed its handshakes, see [`crate::lifecycle`]) to the caller's runtime,
-//! and served there, one task per call, within the limits of [`ConnectionLimits`].
+//! One caller's connection once it is admitted: served on the lifecycle thread, where it was
+//! accepted and passed its handshakes (see [`crate::lifecycle`]), one task per call within the
+//! limits of [`ConnectionLimits`]; each call's handler runs on the node's call threads
+//! ([`crate::calls`]), so no handler can hold up the reading and writing of a connection.
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,54 +13,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::{RequestName, ServerError};
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::counted::Counted;
-
-/// An admitted connection on its way from the lifecycle thread to the caller's runtime.
-///
-/// A plain TCP connection is registered with the caller's runtime again, so that its readiness
-/// comes from that runtime's own reactor, as when the node ran all on it. A TLS connection stays
-/// registered with the lifecycle runtime, whose reactor then wakes its tasks across threads: its
-/// TLS state cannot be taken apart and put together again.
-pub(crate) enum Handover {
-    Plain(std::net::TcpStream),
-    Kept(Stream),
-}
-
-impl Handover {
-    /// Takes `stream` off the lifecycle runtime's reactor when it can; `None` when it fails (the
-    /// connection is then dropped).
-    pub(crate) fn new(stream: Stream) -> Option<Self> {
-        match stream {
-            Either::Left(tcp) => match tcp.into_std() {
-                Ok(tcp) => Some(Handover::Plain(tcp)),
-                Err(err) => {
-                    debug!(error = %err, "cannot hand a connection over; closed");
-                    None
-                }
-            },
-            kept => Some(Handover::Kept(kept)),
-        }
-    }
-
-    /// The connection, ready to use on the runtime this is called on.
-    pub(crate) fn into_stream(self) -> Option<Stream> {
-        match self {
-            Handover::Plain(tcp) => match tokio::net::TcpStream::from_std(tcp) {
-                Ok(tcp) => Some(Either::Left(tcp)),
-                Err(err) => {
-                    debug!(error = %err, "cannot take a connection over; closed");
-                    None
-                }
-            },
-            Handover::Kept(stream) => Some(stream),
-        }
-    }
-}
 
 /// What one connection may cost the node.
 #[derive(Debug, Clone, Copy)]

@@ -1,8 +1,10 @@
-//! `Counted`: every handler of a node, wrapped. It admits the call into the node's [`Load`] or
-//! refuses it at once beyond the capacity ([`AT_CAPACITY`]: the router tries another node, since
-//! no work was done), gives the handler its CPU-work scope ([`crate::work::run_blocking`]),
-//! answers a panic as an error ([`HANDLER_PANICKED`]) instead of leaving the caller waiting for
-//! its deadline, and records the handler's time.
+//! `Counted`: every handler of a node, wrapped. On the connection's side (the lifecycle thread,
+//! see [`crate::calls`]) it refuses the call at once when every call thread is held
+//! ([`ALL_THREADS_HELD`]) or beyond the capacity ([`AT_CAPACITY`]): the router tries another
+//! node, since no work was done. An admitted call runs on the node's call threads, where its
+//! handler gets its CPU-work scope ([`crate::work::run_blocking`]) and has each poll timed
+//! ([`Watched`]); a panic is answered as an error ([`HANDLER_PANICKED`]) instead of leaving the
+//! caller waiting for its deadline, and the handler's time is recorded.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -12,8 +14,11 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tarpc::server::Serve;
 use tarpc::{RequestName, ServerError};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 
+use crate::calls::{ALL_THREADS_HELD, Held, Method, Watched};
 use crate::load::{AT_CAPACITY, HANDLER_PANICKED, Load};
 use crate::observe;
 use crate::work::{SCOPE, Scope};
@@ -27,6 +32,9 @@ pub(crate) struct Counted<Req, Resp, F> {
     handler: F,
     load: Arc<Load>,
     threads: Arc<Semaphore>,
+    /// The node's call runtime, where the handlers run.
+    calls: Handle,
+    held: Arc<Held>,
     types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -36,18 +44,29 @@ impl<Req, Resp, F: Clone> Clone for Counted<Req, Resp, F> {
             handler: self.handler.clone(),
             load: self.load.clone(),
             threads: self.threads.clone(),
+            calls: self.calls.clone(),
+            held: self.held.clone(),
             types: PhantomData,
         }
     }
 }
 
 impl<Req, Resp, F> Counted<Req, Resp, F> {
-    /// Wraps `handler`; its CPU work ([`crate::work::run_blocking`]) runs on `threads`.
-    pub(crate) fn new(handler: F, load: Arc<Load>, threads: Arc<Semaphore>) -> Self {
+    /// Wraps `handler`: it runs on `calls`, watched by `held`, and its CPU work
+    /// ([`crate::work::run_blocking`]) on `threads`.
+    pub(crate) fn new(
+        handler: F,
+        load: Arc<Load>,
+        threads: Arc<Semaphore>,
+        calls: Handle,
+        held: Arc<Held>,
+    ) -> Self {
         Self {
             handler,
             load,
             threads,
+            calls,
+            held,
             types: PhantomData,
         }
     }
@@ -55,41 +74,64 @@ impl<Req, Resp, F> Counted<Req, Resp, F> {
 
 impl<Req, Resp, F, Fut> Serve for Counted<Req, Resp, F>
 where
-    Req: RequestName,
-    F: Fn(tarpc::context::Context, Req) -> Fut,
-    Fut: Future<Output = Result<Resp, ServerError>>,
+    Req: RequestName + Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(tarpc::context::Context, Req) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
 {
     type Req = Req;
     type Resp = Resp;
 
     async fn serve(self, ctx: tarpc::context::Context, req: Req) -> Result<Resp, ServerError> {
-        let Some(_guard) = self.load.begin() else {
+        if self.held.refuses() {
+            self.load.count_refused();
+            return Err(ServerError::new(
+                std::io::ErrorKind::WouldBlock,
+                ALL_THREADS_HELD.into(),
+            ));
+        }
+        let Some(guard) = self.load.begin() else {
             return Err(ServerError::new(
                 std::io::ErrorKind::WouldBlock,
                 AT_CAPACITY.into(),
             ));
         };
-        // A panicking handler must not leave the caller waiting for its deadline: it answers
-        // an error like any other failure, and the node goes on serving.
-        let handler = &self.handler;
-        let started = std::time::Instant::now();
+        let method = Method::new(req.name());
         let trace = *ctx.trace_id();
-        let scope = Scope {
-            load: self.load.clone(),
-            threads: self.threads.clone(),
-        };
-        match AssertUnwindSafe(SCOPE.scope(scope, async move { handler(ctx, req).await }))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => {
-                let elapsed = started.elapsed();
+        let Counted {
+            handler,
+            load,
+            threads,
+            calls,
+            held,
+            ..
+        } = self;
+        let scope = Scope { load, threads };
+        // The handler runs on a call thread. It keeps the call counted until it returns (a
+        // handler that never yields cannot be stopped before): the guard lives in its task.
+        // When this future is dropped (the caller cancelled, the deadline passed, the node is
+        // killed), the task is aborted at its next `.await`.
+        let task = calls.spawn(async move {
+            let _counted = guard;
+            let started = std::time::Instant::now();
+            let handler = Watched::new(
+                SCOPE.scope(scope, async move { handler(ctx, req).await }),
+                held,
+                method,
+            );
+            // A panicking handler must not leave the caller waiting for its deadline: it
+            // answers an error like any other failure, and the node goes on serving.
+            let outcome = AssertUnwindSafe(handler).catch_unwind().await;
+            (outcome, started.elapsed())
+        });
+        match AbortOnDropHandle::new(task).await {
+            Ok((Ok(result), elapsed)) => {
                 metrics::histogram!(observe::HANDLER_SECONDS).record(elapsed.as_secs_f64());
                 tracing::debug!(target: LOG_TARGET, trace_id = %trace, ok = result.is_ok(),
                     latency_us = elapsed.as_micros() as u64, "call handled");
                 result
             }
-            Err(_) => {
+            Ok((Err(_), _)) => {
                 metrics::counter!(observe::PANICS).increment(1);
                 tracing::error!(target: LOG_TARGET, trace_id = %trace, "a call handler panicked");
                 Err(ServerError::new(
@@ -97,6 +139,11 @@ where
                     HANDLER_PANICKED.into(),
                 ))
             }
+            // Only when the call runtime shuts down under it: the node is stopping.
+            Err(_) => Err(ServerError::new(
+                std::io::ErrorKind::Other,
+                "the node stopped during the call".into(),
+            )),
         }
     }
 }

@@ -6,11 +6,13 @@
 //! - [`server`]: the tarpc server on an already-bound listener: one task per connection, one
 //!   per call, frames bounded by [`NodeConfig::max_frame_len`], and the graceful shutdown
 //!   (leave the master, drain the calls in flight, close);
-//! - `lifecycle`: the node's own thread, `dist-node-lifecycle`, where the lease, the accept loop
-//!   and the handshakes run, apart from the caller's runtime where the calls run: handlers that
-//!   keep every worker busy (CPU loops in `async fn`s) delay other calls but cannot stop the
-//!   heartbeats and get the node evicted;
-//! - `connection`: an admitted connection handed over to the caller's runtime and served there;
+//! - `lifecycle`: the node's own thread, `dist-node-lifecycle`, where the lease, the accept loop,
+//!   the handshakes and the connections' reading and writing run, apart from the handlers: a
+//!   handler that holds its thread (a CPU loop in an `async fn`) can neither stop the
+//!   heartbeats nor stall the calls beside it;
+//! - [`calls`]: the node's call threads, where the handlers run (apart from the connections),
+//!   and the watch on handlers that hold a thread without yielding;
+//! - `connection`: an admitted connection, served on the lifecycle thread;
 //! - `heartbeat`: registers, renews the lease every interval with the node's
 //!   load, and registers again after a master restart (404) or outage;
 //! - `auth`: with a cluster secret, the node's side of the handshake every caller must pass
@@ -39,6 +41,7 @@
 //! ```
 
 mod auth;
+pub mod calls;
 mod connection;
 mod counted;
 mod handle;

@@ -1,6 +1,7 @@
 //! The node's own thread: a small tokio runtime, apart from the caller's, that runs the node's
-//! lifecycle (the lease loop, the accept loop with its TLS and cluster handshakes, and the
-//! shutdown sequence), so that the handlers' threads being busy cannot stop the heartbeats.
+//! lifecycle (the lease loop, the accept loop with its TLS and cluster handshakes, the reading
+//! and writing of every connection, and the shutdown sequence), so that the handlers' threads
+//! being busy can stop neither the heartbeats nor the calls beside them.
 //!
 //! Why a thread of its own: handlers are the user's code. One that runs a CPU loop inside its
 //! `async fn` (instead of [`crate::work::run_blocking`]) holds a worker of the runtime it runs on
@@ -8,13 +9,16 @@
 //! included, and after the TTL the master evicts a node that is alive and working. The caller's
 //! runtime cannot be protected from its own code, so the lifecycle leaves it: one thread named
 //! [`THREAD_NAME`], with a current-thread runtime that nothing but the node's own short tasks
-//! ever runs on. One thread is enough: a heartbeat is one small request per interval, and the
-//! other tasks there (accepting, handshakes) are short, bounded in number by
-//! `NodeConfig::max_connections` and in time by the handshake timeout.
+//! ever runs on (the handlers run on the call threads, see [`crate::calls`]). One thread is
+//! enough: a heartbeat is one small request per interval; accepting and the handshakes are
+//! short, bounded in number by `NodeConfig::max_connections` and in time by the handshake
+//! timeout; and a call costs this thread only the decoding of its request, the encoding of its
+//! answer and two wake-ups (a few microseconds), whatever its handler does.
 //!
 //! The thread's life is the node's: it ends when the lifecycle future ends (after
 //! `NodeHandle::shutdown`, `NodeHandle::kill`, or the caller's runtime shutting down, see
-//! [`watch_caller`]), shuts its runtime down (bounded by [`SHUTDOWN_WAIT`]), says so through
+//! [`watch_caller`]), shuts the call threads and its runtime down (each bounded by
+//! [`SHUTDOWN_WAIT`]), says so through
 //! [`Ended`], and exits: no thread outlives its node.
 
 use std::future::Future;
@@ -66,19 +70,27 @@ impl Ended {
 
 /// Runs `lifecycle` on `runtime` on a new thread named [`THREAD_NAME`], with the caller's
 /// `tracing` dispatcher (so that a test's or an application's subscriber sees the node's logs).
+/// When it ends, `calls` (the node's call threads, see [`crate::calls`]) is shut down, then
+/// `runtime`, each bounded by [`SHUTDOWN_WAIT`]: a handler that never yields keeps its thread
+/// beyond that, detached.
 pub(crate) fn spawn(
     runtime: Runtime,
+    calls: Runtime,
     lifecycle: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<Ended> {
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let (done_tx, done) = oneshot::channel();
     let mut owned = Owned(Some(runtime));
+    let mut calls = Owned(Some(calls));
     let thread = std::thread::Builder::new()
         .name(THREAD_NAME.into())
         .spawn(move || {
             let _logs = tracing::dispatcher::set_default(&dispatch);
             if let Some(runtime) = owned.0.take() {
                 runtime.block_on(lifecycle);
+                if let Some(calls) = calls.0.take() {
+                    calls.shutdown_timeout(SHUTDOWN_WAIT);
+                }
                 runtime.shutdown_timeout(SHUTDOWN_WAIT);
             }
             let _ = done_tx.send(());
@@ -86,7 +98,7 @@ pub(crate) fn spawn(
     Ok(Ended { done, thread })
 }
 
-/// The runtime on its way to its thread. Should the thread not start, it is dropped on the
+/// A runtime on its way to its thread. Should the thread not start, it is dropped on the
 /// caller's thread, inside the caller's runtime, where a runtime's ordinary drop (which may
 /// block) panics: this one shuts it down in the background instead.
 struct Owned(Option<Runtime>);

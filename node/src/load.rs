@@ -97,7 +97,8 @@ impl Load {
         self.served.load(Ordering::Relaxed)
     }
 
-    /// Calls refused because the node was at capacity.
+    /// Calls refused before any work: the node was at capacity, or every call thread was held by
+    /// a handler that does not yield (see [`crate::calls`]).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
@@ -132,10 +133,15 @@ impl Load {
             metrics::gauge!(observe::IN_FLIGHT).set(n);
             Some(CallGuard { load: self.clone() })
         } else {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(observe::REFUSED).increment(1);
+            self.count_refused();
             None
         }
+    }
+
+    /// Counts a call refused before any work (at capacity, or every call thread held).
+    pub(crate) fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(observe::REFUSED).increment(1);
     }
 
     /// Waits until no call is running.

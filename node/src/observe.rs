@@ -11,7 +11,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, gauge};
 pub const IN_FLIGHT: &str = "distribution_node_in_flight";
 /// Counter: calls finished (answered, failed or panicked).
 pub const SERVED: &str = "distribution_node_served_total";
-/// Counter: calls refused at capacity (the router sends them elsewhere).
+/// Counter: calls refused before any work, at capacity or with every call thread held (the
+/// router sends them elsewhere).
 pub const REFUSED: &str = "distribution_node_refused_total";
 /// Counter: handlers that panicked (the caller got an error; the node went on).
 pub const PANICS: &str = "distribution_node_handler_panics_total";
@@ -23,6 +24,11 @@ pub const HEARTBEAT_FAILURES: &str = "distribution_node_heartbeat_failures_total
 pub const REREGISTRATIONS: &str = "distribution_node_reregistrations_total";
 /// Gauge: callers' connections open on this node now.
 pub const CONNECTIONS_OPEN: &str = "distribution_node_connections_open";
+/// Counter (labels `service`, `method`): polls of a handler that held their call thread longer
+/// than `NodeConfig::blocking_threshold` without yielding.
+pub const HANDLER_BLOCKED: &str = "distribution_node_handler_blocked_total";
+/// Gauge: call threads held now by a handler's poll longer than the threshold.
+pub const CALL_THREADS_HELD: &str = "distribution_node_call_threads_held";
 
 /// Counter: connections refused because the caller failed the cluster handshake.
 pub const CONNECTIONS_REFUSED: &str = "distribution_node_connections_refused_total";
@@ -31,7 +37,18 @@ pub const CONNECTIONS_REFUSED: &str = "distribution_node_connections_refused_tot
 pub fn describe() {
     describe_gauge!(IN_FLIGHT, "Calls running on this node now.");
     describe_counter!(SERVED, "Calls finished on this node.");
-    describe_counter!(REFUSED, "Calls refused at capacity.");
+    describe_counter!(
+        REFUSED,
+        "Calls refused before any work: at capacity, or every call thread held."
+    );
+    describe_counter!(
+        HANDLER_BLOCKED,
+        "Handler polls that held their call thread past the blocking threshold."
+    );
+    describe_gauge!(
+        CALL_THREADS_HELD,
+        "Call threads held now by a handler past the blocking threshold."
+    );
     describe_counter!(PANICS, "Call handlers that panicked.");
     describe_histogram!(
         HANDLER_SECONDS,

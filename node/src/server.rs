@@ -2,20 +2,26 @@
 //! [`Load`]), keep a lease with each master (the `heartbeat` module: one loop per master), and on
 //! shutdown leave every master and drain.
 //!
-//! Where each part runs (decided for issue #10: a busy handler must not get its node evicted):
-//! - **the lifecycle**, on the node's own thread `dist-node-lifecycle` (a current-thread runtime,
-//!   see the `lifecycle` module): registration, heartbeats and deregistration, the accept loop
-//!   with the TLS and cluster handshakes, and the shutdown sequence below. [`start`] moves the
-//!   listener there (a tokio listener belongs to the runtime that registered it).
-//! - **the calls**, on the runtime [`start`] was called on (captured with
-//!   `tokio::runtime::Handle::current()`): each admitted connection and each call is a task
-//!   there, since the handlers are the caller's code and may need the caller's runtime.
+//! Where each part runs (issue #10: a busy handler must not get its node evicted; issue #26: nor
+//! stall the calls beside it):
+//! - **the lifecycle and the connections**, on the node's own thread `dist-node-lifecycle` (a
+//!   current-thread runtime, see the `lifecycle` module): registration, heartbeats and
+//!   deregistration, the accept loop with the TLS and cluster handshakes, reading, decoding
+//!   and writing every connection's frames, admitting or refusing each call, and the shutdown
+//!   sequence below. [`start`] moves the listener there (a tokio listener belongs to the
+//!   runtime that registered it).
+//! - **the handlers**, on the node's call threads (`dist-node-call`, see [`crate::calls`]): each
+//!   admitted call's handler is a task there.
+//! - **the runtime [`start`] was called on** holds only a task that ties the node's life to it
+//!   (`lifecycle::watch_caller`): its own work and the node's calls do not compete.
 //!
-//! So a handler that holds every worker of the caller's runtime (a CPU loop in an `async fn`)
-//! delays the other calls on this node, but not its heartbeats: the master keeps it listed. The
-//! two sides share only atomics, channels and cancellation tokens ([`Load`], the registered
-//! flag), which work across runtimes. The thread ends with the node (shutdown, kill, or the
-//! caller's runtime shutting down) and [`NodeHandle::stopped`] joins it.
+//! So a handler that holds its thread (a CPU loop in an `async fn`) delays neither the
+//! heartbeats nor the reading of the next request: another call thread runs the calls beside
+//! it, and when every call thread is held new calls are refused at once (the router sends them
+//! elsewhere). The parts share only atomics, channels and cancellation tokens ([`Load`], the
+//! registered flag), which work across runtimes. The threads end with the node (shutdown,
+//! kill, or the caller's runtime shutting down) and [`NodeHandle::stopped`] joins the
+//! lifecycle thread.
 //!
 //! Shutdown order, so that no call is lost:
 //! 1. stop accepting connections and deregister from every master (routers stop sending here
@@ -41,8 +47,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::{self, Gate};
+use crate::calls::{self, Held};
 use crate::config::NodeConfig;
-use crate::connection::{ConnectionLimits, Handover, serve_connection};
+use crate::connection::{ConnectionLimits, serve_connection};
 use crate::counted::Counted;
 use crate::error::StartError;
 pub use crate::handle::NodeHandle;
@@ -100,6 +107,14 @@ where
         meta: config.meta.clone(),
         ..RegisterRequest::new(id.clone(), local_addr.port())
     };
+    let caller = Handle::current();
+    let held = Arc::new(Held::new(
+        calls::threads(config.call_threads),
+        config.blocking_threshold,
+        &config.service,
+    ));
+    let calls = calls::runtime(config.call_threads, &held)
+        .map_err(|e| local_error("cannot build the call threads", e))?;
     let lifecycle = Lifecycle {
         id: id.clone(),
         config,
@@ -108,23 +123,40 @@ where
         graceful: graceful.clone(),
         kill: kill.clone(),
     };
-    let handlers = Handle::current();
-    let runtime =
-        lifecycle::runtime().map_err(|e| local_error("cannot build the lifecycle runtime", e))?;
+    let runtime = match lifecycle::runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            calls.shutdown_background();
+            return Err(local_error("cannot build the lifecycle runtime", err));
+        }
+    };
     // The listener moves to the lifecycle runtime (a tokio listener belongs to the runtime that
-    // registered it); the handlers stay on the caller's.
+    // registered it).
     let listener = match move_listener(listener, &runtime) {
         Ok(listener) => listener,
         Err(err) => {
             runtime.shutdown_background();
+            calls.shutdown_background();
             return Err(local_error(
                 "cannot move the listener to the lifecycle thread",
                 err,
             ));
         }
     };
-    let run = lifecycle.run(listener, request, leases_tx, handler, handlers);
-    let ended = lifecycle::spawn(runtime, run)
+    let service = Counted::new(
+        handler,
+        load.clone(),
+        Arc::new(Semaphore::new(
+            lifecycle
+                .config
+                .cpu_threads
+                .clamp(1, Semaphore::MAX_PERMITS),
+        )),
+        calls.handle().clone(),
+        held.clone(),
+    );
+    let run = lifecycle.run(listener, request, leases_tx, service, held, caller);
+    let ended = lifecycle::spawn(runtime, calls, run)
         .map_err(|e| local_error("cannot start the lifecycle thread", e))?;
     info!(node = %id, addr = %local_addr, "node listening");
     Ok(NodeHandle {
@@ -186,15 +218,16 @@ impl Lifecycle {
         listener: TcpListener,
         request: RegisterRequest,
         leases: Leases,
-        handler: F,
-        handlers: Handle,
+        service: Counted<Req, Resp, F>,
+        held: Arc<Held>,
+        caller: Handle,
     ) where
         Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
         Resp: Serialize + Send + 'static,
         F: Fn(tarpc::context::Context, Req) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, ServerError>> + Send + 'static,
     {
-        let caller = lifecycle::watch_caller(&handlers, self.kill.clone());
+        let caller = lifecycle::watch_caller(&caller, self.kill.clone());
         let beats = CancellationToken::new();
         // One loop per master, each with the same registration (built once, in `start`).
         let heartbeats: Vec<_> = self
@@ -213,12 +246,11 @@ impl Lifecycle {
             .collect();
         drop(leases);
         let connections = TaskTracker::new();
-        let threads = Arc::new(Semaphore::new(self.config.cpu_threads.max(1)));
-        let service = Counted::new(handler, self.load.clone(), threads);
+        let watch = tokio::spawn(held.watch());
         tokio::select! {
             _ = self.graceful.cancelled() => {}
             _ = self.kill.cancelled() => {}
-            _ = self.accept(listener, &connections, service, &handlers) => {}
+            _ = self.accept(listener, &connections, service) => {}
         }
         // The accept loop (and with it the listener) is dropped: no new connection from here.
         beats.cancel();
@@ -229,19 +261,19 @@ impl Lifecycle {
         connections.close();
         self.kill.cancel();
         connections.wait().await;
+        watch.abort();
         caller.abort();
         info!(node = %self.id, served = self.load.served(), "node stopped");
     }
 
     /// Accepts connections until the listener fails for good (it never does on its own). The
-    /// handshakes run here, on the lifecycle thread; each admitted connection is then served on
-    /// `handlers`, the caller's runtime.
+    /// handshakes run here, on the lifecycle thread, and each admitted connection is served
+    /// here too; its calls' handlers run on the call threads (see [`crate::calls`]).
     async fn accept<Req, Resp, F, Fut>(
         &self,
         listener: TcpListener,
         connections: &TaskTracker,
         service: Counted<Req, Resp, F>,
-        handlers: &Handle,
     ) where
         Req: RequestName + for<'de> Deserialize<'de> + Send + 'static,
         Resp: Serialize + Send + 'static,
@@ -268,7 +300,6 @@ impl Lifecycle {
             let peer = incoming.peer();
             debug!(%peer, "caller connected");
             let (service, kill, gate) = (service.clone(), self.kill.clone(), gate.clone());
-            let (tracker, handlers) = (connections.clone(), handlers.clone());
             connections.spawn(async move {
                 let open = crate::observe::ConnectionOpen::new();
                 match incoming.handshake().await {
@@ -282,21 +313,8 @@ impl Lifecycle {
                                 return;
                             }
                         }
-                        let Some(stream) = Handover::new(stream) else {
-                            return;
-                        };
-                        // Spawned on the tracker before this task ends: the tracker never looks
-                        // empty while a connection is being handed over.
-                        tracker.spawn_on(
-                            async move {
-                                let _slots = (permit, open);
-                                let Some(stream) = stream.into_stream() else {
-                                    return;
-                                };
-                                serve_connection(stream, limits, service, kill).await
-                            },
-                            &handlers,
-                        );
+                        let _slots = (permit, open);
+                        serve_connection(stream, limits, service, kill).await
                     }
                     Err(err) => debug!(%peer, error = %err, "TLS handshake failed"),
                 }

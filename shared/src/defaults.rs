@@ -78,3 +78,8 @@ pub const NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a router keeps a connection to a node that carried no call: 4 min. The next call
 /// after that dials afresh (see [`NODE_IDLE_TIMEOUT`]).
 pub const ROUTER_IDLE_CLOSE: Duration = Duration::from_secs(4 * 60);
+
+/// How long one poll of a node's handler may hold its call thread before it counts as blocking
+/// (`NodeConfig::blocking_threshold`): far above a well-behaved poll (microseconds), far below
+/// what a stalled caller notices.
+pub const BLOCKING_THRESHOLD: Duration = Duration::from_millis(100);

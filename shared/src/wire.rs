@@ -318,6 +318,13 @@ pub struct ErrorBody {
 /// integer), so the kind that arrives is not the kind that was sent.
 pub const AT_CAPACITY: &str = "node at capacity";
 
+/// The detail of the `ServerError` a node answers when every one of its call threads is held by
+/// a handler that has not yielded for longer than its blocking threshold (a CPU loop in an
+/// `async fn`): the call would wait behind work that does not yield. The node did no work: the
+/// router treats it like [`AT_CAPACITY`].
+pub const ALL_THREADS_HELD: &str =
+    "node busy: every call thread is held by a handler that does not yield";
+
 /// The detail of the `ServerError` tarpc answers when one connection has more requests unanswered
 /// than the node allows per connection (tarpc's `MaxRequests`). The node did no work: the router
 /// treats it like [`AT_CAPACITY`].

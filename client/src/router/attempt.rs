@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use distribution_shared::ServiceClient;
-use distribution_shared::wire::{AT_CAPACITY, THROTTLED};
+use distribution_shared::wire::{ALL_THREADS_HELD, AT_CAPACITY, THROTTLED};
 use tarpc::client::RpcError;
 use tarpc::context::Context;
 use tracing::Instrument;
@@ -221,7 +221,9 @@ impl<C: ServiceClient> CallRouter<C> {
             Err(_) | Ok(Err(RpcError::DeadlineExceeded)) => Err(exceeded()),
             Ok(Ok(value)) => Ok(value),
             Ok(Err(RpcError::Server(err)))
-                if err.detail == AT_CAPACITY || err.detail == THROTTLED =>
+                if err.detail == AT_CAPACITY
+                    || err.detail == THROTTLED
+                    || err.detail == ALL_THREADS_HELD =>
             {
                 // The node refused the call before doing any work (at capacity): another node
                 // may take it, and this one is healthy, so it is not ejected.

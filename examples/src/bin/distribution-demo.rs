@@ -5,7 +5,7 @@
 //!                          [--max-connections-per-ip N] [--idle-timeout-ms MS]
 //! distribution-demo node --master HOST:PORT[,HOST:PORT...] [--listen 0.0.0.0:0] [--advertise HOST:PORT]
 //!                        [--max-connections N] [--max-connections-per-ip N] [--metrics-listen HOST:PORT]
-//!                        [--worker-threads N]
+//!                        [--worker-threads N] [--call-threads N] [--cpu-threads N]
 //! distribution-demo client --master HOST:PORT[,HOST:PORT...] sum --values 2,4,6 [--repeat N] [--concurrency C]
 //! distribution-demo client --master HOST:PORT palindrome --n N [--concurrency C]
 //! distribution-demo health [HOST:PORT]
@@ -102,11 +102,22 @@ enum Role {
         /// Serve `GET /metrics` (Prometheus) and `GET /health` on this address.
         #[arg(long, env = "DIST_METRICS_LISTEN")]
         metrics_listen: Option<String>,
-        /// How many tokio worker threads run the calls (default: one per core). The node's
-        /// heartbeats and accept loop run on a thread of their own besides.
+        /// How many worker threads the process's tokio runtime has (default: one per core).
+        /// The node runs nothing there but a watch: its connections are served on its
+        /// lifecycle thread and its handlers on its call threads (`--call-threads`).
         #[arg(long, env = "DIST_WORKER_THREADS",
               value_parser = clap::value_parser!(u64).range(1..=1024))]
         worker_threads: Option<u64>,
+        /// How many threads run the node's handlers (default: one per core, at least 2). While
+        /// every one is held by a handler that does not yield, new calls are refused at once.
+        #[arg(long, env = "DIST_CALL_THREADS",
+              value_parser = clap::value_parser!(u64).range(1..=1024))]
+        call_threads: Option<u64>,
+        /// How many pieces of CPU work (`work::run_blocking`, e.g. `palindromes`) run at once
+        /// (default: one per core).
+        #[arg(long, env = "DIST_CPU_THREADS",
+              value_parser = clap::value_parser!(u64).range(1..=1024))]
+        cpu_threads: Option<u64>,
         #[command(flatten)]
         security: Security,
     },
@@ -265,6 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tags,
             metrics_listen,
             worker_threads: _,
+            call_threads,
+            cpu_threads,
             security,
         } => {
             serve_metrics(metrics_listen.as_deref()).await?;
@@ -279,6 +292,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.max_connections_per_ip = node_max_connections_per_ip as usize;
             config.secret = security.secret()?;
             config.tags = tags;
+            if let Some(threads) = call_threads {
+                config.call_threads = usize::try_from(threads).context("--call-threads")?;
+            }
+            if let Some(threads) = cpu_threads {
+                config.cpu_threads = usize::try_from(threads).context("--cpu-threads")?;
+            }
             if let Some(files) = security.files() {
                 config.tls = Some(NodeTls {
                     server: files.server_config().context("node TLS")?,

@@ -150,19 +150,36 @@ async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Option<T> {
 /// Starts `distribution-demo node` with `--metrics-listen 127.0.0.1:0` and `extra` flags; returns
 /// it and the address its `/metrics` answers on (read from its log).
 pub fn start_node_with_metrics(registry: &str, extra: &[&str]) -> (Proc, String) {
+    let (child, addr, _log) = start_node_with_metrics_and_log(registry, extra, |_| false);
+    (child, addr)
+}
+
+/// [`start_node_with_metrics`], also forwarding the node's log lines that `keep` selects.
+pub fn start_node_with_metrics_and_log(
+    registry: &str,
+    extra: &[&str],
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) -> (Proc, String, mpsc::Receiver<String>) {
     let mut command = Command::new(DEMO);
     command
         .args(["node", "--master", registry, "--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "info");
-    let (child, rx) = spawn_logged(command, |line| line.contains("metrics listening"));
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("node serves its metrics");
+    let (child, rx) = spawn_logged(command, move |line| {
+        line.contains("metrics listening") || keep(line)
+    });
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("node serves its metrics");
+        if line.contains("metrics listening") {
+            break line;
+        }
+    };
     let addr = line.split("addr=").nth(1).unwrap();
     let addr = addr.split_whitespace().next().unwrap().to_string();
-    (child, addr)
+    (child, addr, rx)
 }
 
 /// Spawns `command` (stdout discarded) and forwards the lines of its log (the demo logs to
