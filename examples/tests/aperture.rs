@@ -26,6 +26,11 @@ const MEMBERS: usize = 1_000;
 /// A master with a ten-minute lease (the registered members never beat), one node on every
 /// address of its port whose `sum` takes `delay`, and [`MEMBERS`] members pointing at it.
 async fn cluster(delay: Duration) -> (DemoMaster, NodeHandle) {
+    cluster_of(MEMBERS, delay).await
+}
+
+/// [`cluster`] with `members` members.
+async fn cluster_of(members: usize, delay: Duration) -> (DemoMaster, NodeHandle) {
     let master = support::master_with_interval(Duration::from_secs(600)).await;
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -33,11 +38,11 @@ async fn cluster(delay: Duration) -> (DemoMaster, NodeHandle) {
     config.advertise = Some(format!("127.0.0.1:{port}"));
     // Room for a connection from the router to every member (all from 127.0.0.1), so that a
     // router without a window would reach them all instead of being refused by the node.
-    config.max_connections = 2 * MEMBERS;
-    config.max_connections_per_ip = 2 * MEMBERS;
+    config.max_connections = 2 * members;
+    config.max_connections_per_ip = 2 * members;
     let node = start_node(listener, config, delay).unwrap();
     assert!(node.wait_registered(Duration::from_secs(10)).await);
-    for i in 0..MEMBERS {
+    for i in 0..members {
         let addr = format!("127.1.{}.{}:{port}", i >> 8, i & 0xff);
         master
             .master
@@ -53,7 +58,15 @@ async fn cluster(delay: Duration) -> (DemoMaster, NodeHandle) {
 }
 
 async fn router(master: &DemoMaster, config: RouterConfig) -> CallRouter<CalcClient> {
-    support::router(master, MEMBERS, config.with_tags(vec!["member".to_owned()])).await
+    router_of(master, MEMBERS, config).await
+}
+
+async fn router_of(
+    master: &DemoMaster,
+    members: usize,
+    config: RouterConfig,
+) -> CallRouter<CalcClient> {
+    support::router(master, members, config.with_tags(vec!["member".to_owned()])).await
 }
 
 /// The members that served at least one of the router's calls.
@@ -132,5 +145,37 @@ async fn two_hundred_long_calls_at_once_get_a_node_each() {
         nodes.len() >= 195,
         "200 long calls went to {} nodes only",
         nodes.len()
+    );
+}
+
+/// At 100 members (a window since issue #32; before, every node was called), short calls keep
+/// to a few connections at a time, and long calls in flight still reach every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_hundred_members_two_hundred_long_calls_in_flight_reach_every_node() {
+    let (master, _node) = cluster_of(100, Duration::from_millis(500)).await;
+    let router = router_of(&master, 100, RouterConfig::default()).await;
+    let handles: Vec<_> = (0..200i64)
+        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
+        .collect();
+    let mut per_node: std::collections::HashMap<String, usize> = Default::default();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("each call within 30 s")
+            .unwrap();
+        assert_eq!(reply.value, Ok(i as i64 + 1));
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    // 200 calls of 500 ms in flight at once over 100 nodes: two each, whatever the window.
+    assert_eq!(
+        per_node.len(),
+        100,
+        "200 long calls went to {} of 100 nodes",
+        per_node.len()
+    );
+    let most = per_node.values().max().copied().unwrap_or(0);
+    assert!(
+        most <= 4,
+        "a node got {most} of 200 long calls: {per_node:?}"
     );
 }
