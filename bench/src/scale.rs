@@ -1,5 +1,6 @@
 //! Part 7, routing at scale: the same small call (`Calc::sum`) through a router whose membership
-//! holds 1, 100, 1,000 and 10,000 nodes, against a raw tarpc client, side by side in one run.
+//! holds 1, 10, 30, 100, 300, 1,000 and 10,000 nodes, against a raw tarpc client, side by side in
+//! one run.
 //! It shows whether a call costs the same at 10,000 nodes as at 1 (the router chooses with
 //! power of two choices above 16 nodes, shares no lock between calls, and above 256 nodes calls
 //! only its window of them: the aperture, `client/src/router/aperture.rs`).
@@ -18,6 +19,9 @@
 //!   taken in turn, no router. Spreading 16 calls in flight over many connections costs by itself (fewer requests
 //!   per write and per wake-up than on the raw path's single connection); routed against spread
 //!   is the cost of choosing alone;
+//! - a fourth path, **before**: a router with the window only above 256 nodes
+//!   (`aperture_above = 256`, the default before issue #32), so that the window at every size is
+//!   compared with what it replaced in the same run;
 //! - closed loop, 16 callers: throughput and the callers' thread CPU per call.
 
 use std::sync::Arc;
@@ -63,7 +67,7 @@ impl Settings {
             }
         } else {
             Self {
-                sizes: vec![1, 100, 1_000, 10_000],
+                sizes: vec![1, 10, 30, 100, 300, 1_000, 10_000],
                 round: Duration::from_secs(2),
                 rounds: 6,
                 max_calls: 2_000_000,
@@ -93,6 +97,12 @@ struct SizeFigures {
     spread_cpu_diff_us: f64,
     /// Members the router had a connection to after the warm-up.
     connected: usize,
+    /// A router with the window only above 256 nodes (before issue #32).
+    before_rps: f64,
+    /// Its throughput over raw (median of the pairs).
+    before_ratio: f64,
+    /// Its caller CPU per call minus raw, microseconds (median of the pairs).
+    before_cpu_diff_us: f64,
 }
 
 /// Runs this part.
@@ -170,6 +180,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
             "spread calls/s",
             "routed/spread",
             "CPU vs spread µs",
+            "before/raw",
+            "before CPU diff µs",
         ],
     );
     for s in &sizes {
@@ -185,7 +197,27 @@ pub async fn run(args: &Args) -> anyhow::Result<Section> {
             format!("{:.0}", s.spread_rps),
             format!("{:.3}", s.spread_ratio),
             format!("{:+.2}", s.spread_cpu_diff_us),
+            format!("{:.3}", s.before_ratio),
+            format!("{:+.2}", s.before_cpu_diff_us),
         ]);
+    }
+    if let Some(one) = sizes.first() {
+        for s in &sizes[1..] {
+            section.target(
+                format!(
+                    "at {} members, routed >= 0.95 x raw and caller CPU within 1 µs of 1 member's",
+                    s.nodes
+                ),
+                format!(
+                    "{:.3} x, {:+.2} µs (before issue 32: {:.3} x, {:+.2} µs)",
+                    s.ratio,
+                    s.cpu_diff_us - one.cpu_diff_us,
+                    s.before_ratio,
+                    s.before_cpu_diff_us - one.before_cpu_diff_us
+                ),
+                s.ratio >= 0.95 && s.cpu_diff_us - one.cpu_diff_us <= 1.0,
+            );
+        }
     }
     if let (Some(one), Some(largest)) = (sizes.first(), sizes.last()) {
         section.target(
@@ -277,11 +309,17 @@ async fn measure(
         }
         let router: CallRouter<CalcClient> =
             CallRouter::new(registry.subscribe(), RouterConfig::default());
-        anyhow::ensure!(
-            router.wait_for_nodes(size, Duration::from_secs(30)).await,
-            "the router did not see {size} members"
+        let before: CallRouter<CalcClient> = CallRouter::new(
+            registry.subscribe(),
+            RouterConfig::default().with_aperture_above(256),
         );
-        let routed_call = {
+        for router in [&router, &before] {
+            anyhow::ensure!(
+                router.wait_for_nodes(size, Duration::from_secs(30)).await,
+                "the router did not see {size} members"
+            );
+        }
+        let routed = |router: &CallRouter<CalcClient>| {
             let router = router.clone();
             Arc::new(move || {
                 let router = router.clone();
@@ -293,9 +331,12 @@ async fn measure(
                 }
             })
         };
+        let routed_call = routed(&router);
+        let before_call = routed(&before);
         // Warm-up: about ten calls per member, so that the router has dialled (nearly) all.
         let warm = (size as u64 * 10).max(5_000);
         load(&routed_call, CONCURRENCY, Duration::from_secs(60), warm).await?;
+        load(&before_call, CONCURRENCY, Duration::from_secs(60), warm).await?;
         let connected = router.stats().iter().filter(|s| s.served > 0).count();
         // The same spread without a router: raw clients on one connection per member, taken in
         // turn. Routed against it isolates what choosing costs from what spreading the calls
@@ -329,16 +370,19 @@ async fn measure(
         let mut raw_rounds: Vec<Round> = Vec::new();
         let mut routed_rounds: Vec<Round> = Vec::new();
         let mut spread_rounds: Vec<Round> = Vec::new();
+        let mut before_rounds: Vec<Round> = Vec::new();
         for round in 0..settings.rounds {
             let (d, max) = (settings.round, settings.max_calls);
-            for path in (0..3).map(|p| (p + round) % 3) {
+            for path in (0..4).map(|p| (p + round) % 4) {
                 match path {
                     0 => raw_rounds.push(load(&raw_call, CONCURRENCY, d, max).await?),
                     1 => routed_rounds.push(load(&routed_call, CONCURRENCY, d, max).await?),
-                    _ => spread_rounds.push(load(&spread_call, CONCURRENCY, d, max).await?),
+                    2 => spread_rounds.push(load(&spread_call, CONCURRENCY, d, max).await?),
+                    _ => before_rounds.push(load(&before_call, CONCURRENCY, d, max).await?),
                 }
             }
         }
+        let before_pairs = raw_rounds.iter().zip(&before_rounds);
         let pairs = raw_rounds.iter().zip(&routed_rounds);
         let spread_pairs = spread_rounds.iter().zip(&routed_rounds);
         let (raw, routed) = (summarize(&raw_rounds), summarize(&routed_rounds));
@@ -360,11 +404,16 @@ async fn measure(
                 spread_pairs.map(|(a, b)| micros(b.cpu_per_call) - micros(a.cpu_per_call)),
             ),
             connected,
+            before_rps: summarize(&before_rounds).rps,
+            before_ratio: stats::median(before_pairs.clone().map(|(a, b)| b.rps / a.rps)),
+            before_cpu_diff_us: stats::median(
+                before_pairs.map(|(a, b)| micros(b.cpu_per_call) - micros(a.cpu_per_call)),
+            ),
         };
         println!(
             "  {size:>6} members ({connected} connected): raw {:>7.0}/s cpu {:>5.2} µs | spread \
              {:>7.0}/s cpu {:>5.2} µs | routed {:>7.0}/s cpu {:>5.2} µs | routed/raw {:.3} \
-             routed/spread {:.3}, cpu vs spread {:+.2} µs",
+             routed/spread {:.3}, cpu vs spread {:+.2} µs | before/raw {:.3} cpu {:+.2} µs",
             figures.raw_rps,
             figures.raw_cpu_us,
             figures.spread_rps,
@@ -373,11 +422,13 @@ async fn measure(
             figures.routed_cpu_us,
             figures.ratio,
             figures.spread_ratio,
-            figures.spread_cpu_diff_us
+            figures.spread_cpu_diff_us,
+            figures.before_ratio,
+            figures.before_cpu_diff_us
         );
         out.push(figures);
-        drop(routed_call);
-        drop(router);
+        drop((routed_call, before_call));
+        drop((router, before));
     }
     Ok(out)
 }
