@@ -89,7 +89,6 @@ async fn sigkilled_node_process_costs_no_request_and_is_evicted() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let victim = nodes_running.remove(0);
     drop(victim); // SIGKILL
-    let killed_at = Instant::now();
     let evicted = wait_for_count(&registry, 2, Duration::from_secs(10)).await;
     let failures = run.await.unwrap();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -99,7 +98,12 @@ async fn sigkilled_node_process_costs_no_request_and_is_evicted() {
         evicted <= Duration::from_millis(2600),
         "evicted after {evicted:?}"
     );
-    assert!(killed_at.elapsed() < Duration::from_secs(30));
+    // And not before its lease ran out: its last heartbeat was at most one interval (200 ms)
+    // before the kill, so the lease lasts at least 400 ms after it (50 ms for the clocks).
+    assert!(
+        evicted >= Duration::from_millis(350),
+        "evicted {evicted:?} after the kill: before its lease of 600 ms could run out"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,8 +120,10 @@ async fn sigterm_deregisters_at_once_and_loses_no_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     nodes_running[0].signal("TERM");
     let gone = wait_for_count(&registry, 1, Duration::from_secs(10)).await;
+    // "Deregistered at once": the README says within 1 s; 1 s more for a busy machine (the
+    // lease is 15 s, so an expiry cannot pass for it).
     assert!(
-        gone.is_some_and(|t| t < Duration::from_secs(5)),
+        gone.is_some_and(|t| t < Duration::from_secs(2)),
         "deregistered: {gone:?}"
     );
     let failures = run.await.unwrap();

@@ -166,6 +166,12 @@ async fn silent_nodes_are_evicted_after_the_ttl_and_renewed_ones_stay() {
         after <= Duration::from_millis(300) + Duration::from_secs(2),
         "evicted after {after:?}"
     );
+    // "After the TTL": not before it either (the registration's answer came back after the
+    // lease began: 20 ms for that).
+    assert!(
+        after >= Duration::from_millis(280),
+        "evicted after {after:?}, before the TTL of 300 ms"
+    );
 }
 
 #[tokio::test]

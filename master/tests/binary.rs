@@ -147,7 +147,7 @@ async fn serves_the_registry_configured_from_the_environment_and_stops_on_sigter
     );
 
     for (path, expected) in [
-        ("/health", ""),
+        ("/health", "\"status\":\"ok\""),
         ("/metrics", "distribution_master_nodes"),
         (
             "/metrics",
