@@ -175,30 +175,52 @@ async fn closed_within(stream: &mut TcpStream, bound: Duration) -> bool {
 }
 
 /// The demo master's two listeners (registry and gateway) take `--max-connections-per-ip` and
-/// `--idle-timeout-ms`: connections beyond the limit are closed at once, silent ones after the
-/// idle timeout, and the gateway still answers another peer.
+/// `--idle-timeout-ms`: connections beyond the limit are closed at once, while the ones within it
+/// stay open until the idle timeout, and the gateway still answers another peer.
+///
+/// The idle timeout (3 s) is longer than the time allowed for "at once" (1 s), so that a closing
+/// by the idle timeout cannot pass for the per-IP limit; and the four held connections must still
+/// be open when the fifth is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_masters_listeners_close_excess_and_silent_connections() {
+    const IDLE: Duration = Duration::from_secs(3);
+    let idle_ms = IDLE.as_millis().to_string();
     let (_master, registry, gateway) = start_master(
         100,
-        &["--max-connections-per-ip", "4", "--idle-timeout-ms", "1000"],
+        &[
+            "--max-connections-per-ip",
+            "4",
+            "--idle-timeout-ms",
+            &idle_ms,
+        ],
     );
     for addr in [&registry, &gateway] {
+        let opened = tokio::time::Instant::now();
         let mut held = Vec::new();
         for _ in 0..4 {
             held.push(connect_from("127.0.0.2", addr).await);
         }
         let mut extra = connect_from("127.0.0.2", addr).await;
         assert!(
-            closed_within(&mut extra, Duration::from_secs(2)).await,
+            closed_within(&mut extra, Duration::from_secs(1)).await,
             "{addr}: a fifth connection from one IP is closed at once"
         );
+        assert!(
+            opened.elapsed() < IDLE,
+            "{addr}: the check ran past the idle timeout; it proves nothing on this machine"
+        );
+        for (i, stream) in held.iter_mut().enumerate() {
+            assert!(
+                !closed_within(stream, Duration::from_millis(10)).await,
+                "{addr}: connection {i}, within the limit, was closed with the fifth"
+            );
+        }
         let answer = reqwest::get(format!("http://{addr}/health")).await;
         assert!(answer.is_ok(), "{addr}: another peer is served: {answer:?}");
         for (i, stream) in held.iter_mut().enumerate() {
             assert!(
-                closed_within(stream, Duration::from_secs(5)).await,
-                "{addr}: silent connection {i} still open 5 s after its start (idle timeout 1 s)"
+                closed_within(stream, IDLE + Duration::from_secs(2)).await,
+                "{addr}: silent connection {i} still open 2 s after its idle timeout of {IDLE:?}"
             );
         }
     }
