@@ -13,6 +13,7 @@ use std::time::Duration;
 use distribution_examples::service::CalcClient;
 use distribution_shared::defaults::MAX_FRAME_LEN;
 use distribution_shared::transport;
+use tarpc::client::RpcError;
 use tarpc::context;
 use tokio::net::TcpStream;
 
@@ -56,6 +57,11 @@ async fn cluster() -> (Proc, Proc, CalcClient) {
     (master, node, client)
 }
 
+/// The least CPU the node must have spent while the abandoned counts ran, so that "they
+/// stopped" is about work that had started: four counts on at least one core for 200 to 500 ms
+/// each use far more.
+const RAN_CPU: Duration = Duration::from_millis(300);
+
 /// The CPU the node uses from 1 s to 2.5 s after its callers gave up.
 async fn cpu_after_giving_up(pid: u32) -> Duration {
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -67,6 +73,7 @@ async fn cpu_after_giving_up(pid: u32) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_past_their_deadline_stop() {
     let (_master, node, client) = cluster().await;
+    let before = cpu_time(node.0.id());
     let calls: Vec<_> = (0..ABANDONED)
         .map(|_| {
             let client = client.clone();
@@ -79,12 +86,21 @@ async fn counts_past_their_deadline_stop() {
         .collect();
     for call in calls {
         let answer = call.await.unwrap();
-        // A deadline exceeded, or the node's own "stopped" when it answers first.
+        // A deadline exceeded, or the node's own "stopped" when it answers first: nothing else
+        // (a refused connection or any other failure would prove nothing here).
         assert!(
-            !matches!(answer, Ok(Ok(_))),
-            "no count of 2^40 ends in 500 ms: {answer:?}"
+            matches!(
+                answer,
+                Err(RpcError::DeadlineExceeded) | Ok(Err(distribution_node::work::Stopped))
+            ),
+            "no count of 2^40 ends in 500 ms, and the deadline ends it: {answer:?}"
         );
     }
+    let ran = cpu_time(node.0.id()) - before;
+    assert!(
+        ran >= RAN_CPU,
+        "the counts never ran: the node used {ran:?} of CPU"
+    );
     let used = cpu_after_giving_up(node.0.id()).await;
     eprintln!("node CPU in the window: {used:?}");
     assert!(
@@ -99,6 +115,7 @@ async fn counts_past_their_deadline_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_counts_stop() {
     let (_master, node, client) = cluster().await;
+    let before = cpu_time(node.0.id());
     for _ in 0..ABANDONED {
         let client = client.clone();
         let call = tokio::spawn(async move {
@@ -110,6 +127,11 @@ async fn cancelled_counts_stop() {
         // Dropping the call makes tarpc's client send a cancel, as a caller giving up does.
         call.abort();
     }
+    let ran = cpu_time(node.0.id()) - before;
+    assert!(
+        ran >= RAN_CPU,
+        "the counts never ran: the node used {ran:?} of CPU"
+    );
     let used = cpu_after_giving_up(node.0.id()).await;
     eprintln!("node CPU in the window: {used:?}");
     assert!(
