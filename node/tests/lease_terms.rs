@@ -47,9 +47,12 @@ async fn nodes_beat_at_the_scaled_interval_and_are_never_late_for_it() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The claim is a beat every 2 s: a node that beat every second (or at its own 100 ms)
+    // would never be seen 1.5 s silent; 2 s + 1 s for a busy machine above.
     assert!(
-        longest > INTERVAL * 5,
-        "the nodes kept beating every {INTERVAL:?} (longest silence {longest:?})"
+        longest >= interval - Duration::from_millis(500)
+            && longest <= interval + Duration::from_secs(1),
+        "the nodes beat every {interval:?} (longest silence {longest:?})"
     );
     eprintln!("longest silence between beats: {longest:?} at a scaled interval of {interval:?}");
     for node in nodes {
