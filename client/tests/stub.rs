@@ -119,8 +119,25 @@ async fn an_idempotent_stub_fails_over_when_a_node_dies() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the router has calls in flight on the victim (each call holds its node 400 ms).
+    let started = Instant::now();
+    let on_victim = loop {
+        let stats = router.stats();
+        let on_victim = stats
+            .iter()
+            .find(|s| &*s.node.id == victim.id())
+            .map_or(0, |s| s.in_flight);
+        if on_victim > 0 {
+            break on_victim;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no call reached the victim: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     victim.kill().await;
+    eprintln!("{on_victim} calls in flight on the victim when it was killed");
     for call in calls {
         let (count, node) = call.await.unwrap().expect("failed over");
         assert_eq!(count, 4);
