@@ -92,3 +92,67 @@ async fn bad_input_gets_400_overflow_422_and_an_empty_cluster_503() {
     let (status, body) = get(&format!("{gw}/sum?values=9223372036854775807,1,-1"), false).await;
     assert_eq!(status, 200, "the exact sum fits: {body}");
 }
+
+/// The gateway's `504` and `502` (README, "The demo gateway"): a `/sum` whose only node takes
+/// longer than the router's deadline is a `504` within about that deadline; one whose only node
+/// fails every call (`--faulty`) is a `502` naming the failure. Both in text and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_is_a_504_and_a_broken_cluster_a_502() {
+    use distribution_examples::cluster::{DemoMaster, start_faulty_node, start_node};
+    use distribution_master::MasterConfig;
+    use distribution_node::NodeConfig;
+    use tokio::net::TcpListener;
+
+    let deadline = Duration::from_millis(500);
+    let master = DemoMaster::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        MasterConfig::with_interval(support::INTERVAL),
+        distribution_client::RouterConfig::default().with_deadline(deadline),
+    )
+    .unwrap();
+    let registry = master.master.local_addr().to_string();
+    let gw = format!("http://{}", master.gateway_addr);
+
+    // A node whose sum takes 5 s: ten times the deadline.
+    let slow = start_node(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        NodeConfig::new(&registry),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(slow.wait_registered(Duration::from_secs(10)).await);
+    for json in [false, true] {
+        let started = std::time::Instant::now();
+        let (status, body) = get(&format!("{gw}/sum?values=1,2"), json).await;
+        assert_eq!(status, 504, "{body}");
+        assert!(
+            started.elapsed() < deadline + Duration::from_secs(2),
+            "answered after {:?}, the deadline being {deadline:?}",
+            started.elapsed()
+        );
+        if json {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert!(
+                body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("deadline")),
+                "{body}"
+            );
+        }
+    }
+    slow.shutdown().await;
+
+    // A node that fails every call.
+    let faulty = start_faulty_node(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        NodeConfig::new(&registry),
+    )
+    .unwrap();
+    assert!(faulty.wait_registered(Duration::from_secs(10)).await);
+    for json in [false, true] {
+        let (status, body) = get(&format!("{gw}/sum?values=1,2"), json).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(!body.is_empty(), "a 502 says why");
+    }
+}
