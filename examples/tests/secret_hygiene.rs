@@ -139,3 +139,86 @@ async fn the_secret_is_in_no_log_line_and_no_exposition() {
         assert!(!body.contains(SECRET), "{addr}/metrics holds the secret");
     }
 }
+
+/// The start-up warnings (README, Security): a master and a node without a secret or TLS say at
+/// start that their registry and calls are open; with a secret they say it is set, and warn of
+/// nothing open.
+#[test]
+fn open_masters_and_nodes_say_so_at_start_and_closed_ones_do_not() {
+    // Every line a process logs in its first moments: until `until` appears, at most 20 s.
+    fn first_lines(mut command: Command, until: &str) -> (Proc, Vec<String>) {
+        command.env("RUST_LOG", "info");
+        let (proc, lines) = spawn_logged(command, |_| true);
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.contains(until)) {
+            seen.push(
+                lines
+                    .recv_timeout(Duration::from_secs(20))
+                    .unwrap_or_else(|_| panic!("no {until:?} in {seen:#?}")),
+            );
+        }
+        (proc, seen)
+    }
+    let master = |secret: Option<&str>| {
+        let mut command = Command::new(DEMO);
+        command.args([
+            "master",
+            "--registry",
+            "127.0.0.1:0",
+            "--gateway",
+            "127.0.0.1:0",
+        ]);
+        if let Some(secret) = secret {
+            command.args(["--secret", secret]);
+        }
+        first_lines(command, "gateway listening")
+    };
+    let (_open, lines) = master(None);
+    let registry = lines
+        .iter()
+        .find(|l| l.contains("master listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("the registry is open")),
+        "an open master warns: {lines:#?}"
+    );
+    let (_closed, lines) = master(Some(SECRET));
+    assert!(
+        lines.iter().any(|l| l.contains("cluster secret set")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("is open")),
+        "a master with a secret warns of nothing open: {lines:#?}"
+    );
+
+    let node = |secret: Option<&str>| {
+        let mut command = Command::new(DEMO);
+        command.args(["node", "--master", &registry, "--listen", "127.0.0.1:0"]);
+        if let Some(secret) = secret {
+            command.args(["--secret", secret]);
+        }
+        first_lines(command, "node listening")
+    };
+    let (_open, lines) = node(None);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("node calls are open")),
+        "an open node warns: {lines:#?}"
+    );
+    let (_closed, lines) = node(Some(SECRET));
+    assert!(
+        lines.iter().any(|l| l.contains("cluster secret set")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("are open")),
+        "a node with a secret warns of nothing open: {lines:#?}"
+    );
+}
