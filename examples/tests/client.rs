@@ -306,6 +306,48 @@ async fn a_caller_routes_around_the_load_other_callers_put_on_nodes() {
     master.shutdown().await;
 }
 
+/// README, "Tests of remote callers": two remote callers with 20 concurrent slow calls each
+/// over 4 nodes land 8 to 12 calls on each node (40 calls, 10 each when even).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_remote_callers_spread_their_slow_calls_evenly_over_four_nodes() {
+    let master = support::master().await;
+    let addr = master.master.local_addr().to_string();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(node_for(&addr, Duration::from_millis(500)).await);
+    }
+    let callers = [connect(&addr).await, connect(&addr).await];
+    for caller in &callers {
+        assert!(caller.wait_for_nodes(4, BOUND).await);
+    }
+    let handles: Vec<_> = callers
+        .iter()
+        .flat_map(|caller| {
+            (0..20i64).map(|i| {
+                caller.submit(move |client, ctx| async move { client.sum(ctx, vec![i, 1]).await })
+            })
+        })
+        .collect();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = handle.await.expect("the call succeeds");
+        assert_eq!(reply.value, Ok((i % 20) as i64 + 1));
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    eprintln!("40 calls per node: {per_node:?}");
+    assert_eq!(per_node.len(), 4, "every node served: {per_node:?}");
+    for (node, calls) in &per_node {
+        assert!(
+            (8..=12).contains(calls),
+            "{node} served {calls} of 40: {per_node:?}"
+        );
+    }
+    for n in nodes {
+        n.shutdown().await;
+    }
+    master.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_mode_runs_a_job_and_reports_result_time_and_calls_per_node() {
     let master = support::master().await;
