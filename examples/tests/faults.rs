@@ -338,13 +338,10 @@ async fn churn_for_sixty_seconds_under_200_callers_loses_nothing() {
 async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_membership() {
     // The master is a process on a fixed port, so that it can come back where nodes and callers
     // look for it; the caller is a remote router in this process, fed by the master's watch.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let registry = format!("127.0.0.1:{port}");
+    // Its first start takes a port the OS picks (no port probed and released for another test
+    // to take); the restart comes back on that port.
     let interval_ms = INTERVAL.as_millis() as u64;
-    let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
+    let (master, registry, _) = start_master_on("127.0.0.1:0", interval_ms, &[]);
     let nodes: Vec<Proc> = (0..3).map(|_| node(&registry, 20)).collect();
     let router = remote_router(&registry, INTERVAL, 3).await;
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use support::load::{drive, remote_router, wait_listed};
-use support::procs::{Proc, free_port, start_master, start_master_on, start_node};
+use support::procs::{Proc, start_master, start_master_on, start_node};
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
@@ -22,9 +22,9 @@ fn node(masters: &str) -> Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_masters_sigkilled_under_load_loses_no_call_and_relists_every_node() {
     let interval_ms = INTERVAL.as_millis() as u64;
-    // Master 1 on a port of its own choosing, so that it can come back where it was.
-    let registry1 = format!("127.0.0.1:{}", free_port());
-    let (master1, _, _) = start_master_on(&registry1, interval_ms, &[]);
+    // Master 1 on a port the OS picks (none probed and released for another test to take); it
+    // comes back on that port.
+    let (master1, registry1, _) = start_master_on("127.0.0.1:0", interval_ms, &[]);
     let (_master2, registry2, gateway2) = start_master(interval_ms, &[]);
     let both = format!("{registry1},{registry2}");
     let mut nodes: Vec<Proc> = (0..3).map(|_| node(&both)).collect();
