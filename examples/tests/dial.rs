@@ -102,14 +102,16 @@ async fn calls_queued_on_a_blackholed_node_share_one_dial_and_fail_over() {
         slowest = slowest.max(took);
     }
     eprintln!("{moved} calls moved off the blackhole; slowest call {slowest:?}");
+    // At least 4 queued (about 20 in practice): dialling in turn would take 2 s per queued
+    // call, 8 s or more for the last one.
     assert!(
-        moved >= 2,
+        moved >= 4,
         "calls were queued on the blackholed node ({moved})"
     );
-    // One connect timeout for all of them, plus the call on the live node and a margin for a
-    // busy 2-core machine; dialling in turn would take 2 s per queued call.
+    // One connect timeout for all of them, plus the call on the live node and a margin of 2.5 s
+    // for a busy 2-core machine: still far below two dials in turn.
     assert!(
-        slowest <= CONNECT_TIMEOUT + Duration::from_millis(1500),
+        slowest <= CONNECT_TIMEOUT + Duration::from_millis(2_500),
         "the slowest call took {slowest:?}"
     );
 }
