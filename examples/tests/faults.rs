@@ -355,14 +355,21 @@ async fn master_sigkilled_and_restarted_under_load_loses_no_call_and_rebuilds_me
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pace_before = served(&router) - before_outage;
         master.signal("KILL");
-        assert_eq!(master.wait_exit(Duration::from_secs(10)), Some(false));
-        drop(master);
+        // Waited for off the runtime: the callers' tasks keep both workers.
+        let exited = tokio::task::spawn_blocking(move || master.wait_exit(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(exited, Some(false));
         // Calls go on from the caller's last view for a while with no master at all.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let served_during_outage = served(&router);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let outage_calls = served(&router) - served_during_outage;
-        let (master, _, _) = start_master_on(&registry, interval_ms, &[]);
+        let restart = registry.clone();
+        let (master, _, _) =
+            tokio::task::spawn_blocking(move || start_master_on(&restart, interval_ms, &[]))
+                .await
+                .unwrap();
         let restarted = Instant::now();
         let listed = wait_listed(&registry, 3, Duration::from_secs(10)).await;
         (
