@@ -26,6 +26,12 @@
 //! refused at once with [`ALL_THREADS_HELD`] (the router sends them to another node) rather
 //! than queued behind work that does not yield. Calls that arrive in the threshold's first
 //! moments, before the hold is seen, wait for a thread.
+//!
+//! A handler in `tokio::task::block_in_place` holds its thread too, and counts as such: tokio
+//! starts a replacement worker, but with every call thread's handler blocking (each one a core's
+//! worth of work, at the default of one thread per core) the node is busy, and new calls go to
+//! another node. CPU work belongs in [`crate::work::run_blocking`], which neither holds a call
+//! thread nor is counted here (its pool is `NodeConfig::cpu_threads`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
