@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use distribution_client::{CallRouter, RouterConfig};
@@ -79,6 +79,23 @@ fn used(router: &CallRouter<CalcClient>) -> HashSet<String> {
         .collect()
 }
 
+/// `n` calls submitted at once, each answered right within 30 s: how many each node served.
+async fn calls_at_once(router: &CallRouter<CalcClient>, n: i64) -> HashMap<String, usize> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
+        .collect();
+    let mut per_node = HashMap::new();
+    for (i, handle) in handles.into_iter().enumerate() {
+        let reply = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("each call within 30 s")
+            .unwrap();
+        assert_eq!(reply.value, Ok(i as i64 + 1));
+        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
+    }
+    per_node
+}
+
 // One thread: picks made at the same instant on two threads read each other's counts mid-way
 // (the router shares no lock between calls) and may look outside a window they find full.
 #[tokio::test(flavor = "current_thread")]
@@ -126,18 +143,7 @@ async fn eight_callers_of_short_calls_use_at_most_nine_of_a_thousand_nodes() {
 async fn two_hundred_long_calls_at_once_get_a_node_each() {
     let (master, _node) = cluster(Duration::from_millis(500)).await;
     let router = router(&master, RouterConfig::default()).await;
-    let handles: Vec<_> = (0..200i64)
-        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
-        .collect();
-    let mut nodes = HashSet::new();
-    for (i, handle) in handles.into_iter().enumerate() {
-        let reply = tokio::time::timeout(Duration::from_secs(30), handle)
-            .await
-            .expect("each call within 30 s")
-            .unwrap();
-        assert_eq!(reply.value, Ok(i as i64 + 1));
-        nodes.insert(reply.node.id.to_string());
-    }
+    let nodes = calls_at_once(&router, 200).await;
     // Long calls: one per node, as without an aperture. Two picks made at the same instant on
     // the two worker threads may take the same free node (the router shares no lock between
     // calls), hence a margin of a few.
@@ -154,18 +160,7 @@ async fn two_hundred_long_calls_at_once_get_a_node_each() {
 async fn at_a_hundred_members_two_hundred_long_calls_in_flight_reach_every_node() {
     let (master, _node) = cluster_of(100, Duration::from_millis(500)).await;
     let router = router_of(&master, 100, RouterConfig::default()).await;
-    let handles: Vec<_> = (0..200i64)
-        .map(|i| router.submit(move |c, ctx| async move { c.sum(ctx, vec![i, 1]).await }))
-        .collect();
-    let mut per_node: std::collections::HashMap<String, usize> = Default::default();
-    for (i, handle) in handles.into_iter().enumerate() {
-        let reply = tokio::time::timeout(Duration::from_secs(30), handle)
-            .await
-            .expect("each call within 30 s")
-            .unwrap();
-        assert_eq!(reply.value, Ok(i as i64 + 1));
-        *per_node.entry(reply.node.id.to_string()).or_default() += 1;
-    }
+    let per_node = calls_at_once(&router, 200).await;
     // 200 calls of 500 ms in flight at once over 100 nodes: two each, whatever the window.
     assert_eq!(
         per_node.len(),

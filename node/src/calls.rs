@@ -70,13 +70,13 @@ pub(crate) fn threads(configured: usize) -> usize {
     configured.clamp(1, MAX_THREADS)
 }
 
-/// Builds the call runtime: `threads` workers named [`THREAD_NAME`], each carrying the caller's
-/// `tracing` dispatcher and a clock in `held`.
-pub(crate) fn runtime(threads: usize, held: &Arc<Held>) -> std::io::Result<Runtime> {
+/// Builds the call runtime that `held` watches: its `workers` threads named [`THREAD_NAME`],
+/// each carrying the caller's `tracing` dispatcher and a clock in `held`.
+pub(crate) fn runtime(held: &Arc<Held>) -> std::io::Result<Runtime> {
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let (starts, stops) = (held.clone(), held.clone());
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(self::threads(threads))
+        .worker_threads(held.workers)
         .thread_name(THREAD_NAME)
         .enable_all()
         .on_thread_start(move || {
@@ -125,12 +125,13 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// A watch over `workers` call threads serving `service`; a poll over `threshold` is held.
+    /// A watch over `workers` call threads (as configured: [`threads`] clamps them) serving
+    /// `service`; a poll over `threshold` is held.
     pub(crate) fn new(workers: usize, threshold: Duration, service: &str) -> Self {
         Self {
             epoch: Instant::now(),
             threshold: threshold.max(Duration::from_millis(1)),
-            workers: workers.max(1),
+            workers: threads(workers),
             service: service.to_owned(),
             clocks: Mutex::new(Vec::new()),
             all_held: AtomicBool::new(false),
@@ -279,19 +280,22 @@ impl<F: Future> Future for Watched<F> {
         let this = self.project();
         let started = Instant::now();
         let stamp = this.held.stamp(started);
-        let clock = CLOCK.with(|c| c.borrow().clone());
-        // A poll inside another (a handler that blocks on a nested runtime) leaves the outer
-        // poll's stamp in place.
-        let entered = clock.as_ref().is_some_and(|clock| {
-            clock
-                .since
-                .compare_exchange(0, stamp, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        let output = CLOCK.with(|clock| {
+            let clock = clock.borrow();
+            // A poll inside another (a handler that blocks on a nested runtime) leaves the outer
+            // poll's stamp in place.
+            let entered = clock.as_ref().filter(|clock| {
+                clock
+                    .since
+                    .compare_exchange(0, stamp, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            });
+            let output = this.inner.poll(cx);
+            if let Some(clock) = entered {
+                clock.since.store(0, Ordering::Relaxed);
+            }
+            output
         });
-        let output = this.inner.poll(cx);
-        if entered && let Some(clock) = &clock {
-            clock.since.store(0, Ordering::Relaxed);
-        }
         let held = started.elapsed();
         if held >= this.held.threshold {
             // This thread is free again: not every thread is held.
@@ -317,7 +321,7 @@ mod tests {
     #[test]
     fn a_poll_held_past_the_threshold_is_seen_on_its_thread_only() {
         let held = Arc::new(Held::new(2, Duration::from_millis(50), "calc"));
-        let runtime = runtime(2, &held).unwrap();
+        let runtime = runtime(&held).unwrap();
         let (go, gate) = std::sync::mpsc::channel::<()>();
         // One handler holds its thread until told to stop.
         let spin = runtime.spawn(Watched::new(
@@ -345,7 +349,7 @@ mod tests {
     #[test]
     fn the_watch_sees_every_thread_held_and_then_free_again() {
         let held = Arc::new(Held::new(1, Duration::from_millis(20), "calc"));
-        let calls = runtime(1, &held).unwrap();
+        let calls = runtime(&held).unwrap();
         let (go, gate) = std::sync::mpsc::channel::<()>();
         let spin = calls.spawn(Watched::new(
             async move {

@@ -109,12 +109,12 @@ where
     };
     let caller = Handle::current();
     let held = Arc::new(Held::new(
-        calls::threads(config.call_threads),
+        config.call_threads,
         config.blocking_threshold,
         &config.service,
     ));
-    let calls = calls::runtime(config.call_threads, &held)
-        .map_err(|e| local_error("cannot build the call threads", e))?;
+    let calls =
+        calls::runtime(&held).map_err(|e| local_error("cannot build the call threads", e))?;
     let lifecycle = Lifecycle {
         id: id.clone(),
         config,

@@ -163,12 +163,13 @@ impl Aperture {
             .max(self.min)
             .min(nodes);
         // One step along the ring every `size x per node` windows: about one generation of the
-        // calls in flight.
-        let picks = self.usage.picks.fetch_add(1, Ordering::Relaxed);
-        let stay = (size as u64).saturating_mul(u64::from(per_node)).max(1);
+        // calls in flight. Only a window that can slide counts its picks: above SLIDE_UP_TO nodes
+        // no call pays for the shared counter.
         let start = if size >= nodes || nodes > SLIDE_UP_TO {
             0
         } else {
+            let picks = self.usage.picks.fetch_add(1, Ordering::Relaxed);
+            let stay = (size as u64).saturating_mul(u64::from(per_node)).max(1);
             usize::try_from((picks / stay) % nodes as u64).unwrap_or(0)
         };
         Window {
